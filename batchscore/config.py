@@ -1,0 +1,185 @@
+"""Job files: TOML in, a validated `Job` out.
+
+Every key is checked against the schema below, so a typo or a wrong type fails at start with
+the key's name instead of an hour into the queue. Relative paths in a job file are resolved
+against the job file's folder; paths given on the command line against the current directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .preprocess import Preprocess
+
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class ConfigError(ValueError):
+    """A job that cannot run as written; the message names the key and what to do."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything one scoring run needs; built from a TOML file plus command-line overrides."""
+
+    input: tuple[Path, ...]
+    model: Path
+    output: Path
+    batch_size: int = 32
+    top_k: int = 5
+    backend: str = "auto"
+    precision: str = "fp32"
+    save_outputs: tuple[str, ...] = ()
+    classes: Path | None = None
+    labels: Path | None = None
+    hdf5_dataset: str = "images"
+    workers: int = 0
+    threads: int = 0
+    commit_every: int = 8
+    overwrite: bool = False
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    source: Path | None = None
+
+    def with_overrides(self, **values: Any) -> "Job":
+        """A copy with the given (already typed) values replaced; None means 'not given'."""
+        given = {k: v for k, v in values.items() if v is not None}
+        job = dataclasses.replace(self, **given)
+        job.validate()
+        return job
+
+    def validate(self) -> None:
+        """Check values that types alone cannot: ranges and choices."""
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.workers < 0 or self.threads < 0:
+            raise ConfigError("workers and threads must be >= 0 (0 = size from the cores this rank owns)")
+        if self.commit_every < 1:
+            raise ConfigError(f"commit_every must be >= 1 batch, got {self.commit_every}")
+        if not self.input:
+            raise ConfigError("input is empty: give a folder, a .tar, a .h5 or a list file")
+
+
+# key -> (python types accepted, converter from TOML value)
+_PATH = (str,)
+_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
+    "input": ((str, list), "paths"),
+    "model": (_PATH, "path"),
+    "output": (_PATH, "path"),
+    "batch_size": ((int,), "int"),
+    "top_k": ((int,), "int"),
+    "backend": ((str,), "str"),
+    "precision": ((str,), "str"),
+    "save_outputs": ((list, bool), "names"),
+    "classes": (_PATH, "path"),
+    "labels": (_PATH, "path"),
+    "hdf5_dataset": ((str,), "str"),
+    "workers": ((int,), "int"),
+    "threads": ((int,), "int"),
+    "commit_every": ((int,), "int"),
+    "overwrite": ((bool,), "bool"),
+}
+_PREPROCESS_SCHEMA: dict[str, tuple[type, ...]] = {
+    "resize": (int,),
+    "crop": (int,),
+    "mean": (list,),
+    "std": (list,),
+    "channel_order": (str,),
+    "max_pixels": (int,),
+}
+REQUIRED = ("input", "model", "output")
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return " or ".join({"str": "string", "list": "array", "int": "integer", "bool": "boolean"}[t.__name__] for t in types)
+
+
+def _check_type(key: str, value: Any, types: tuple[type, ...]) -> None:
+    # bool is a subclass of int in Python; TOML keeps them apart, so do we.
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        raise ConfigError(f"{key}: expected {_type_name(types)}, got {type(value).__name__} {value!r}")
+
+
+def _convert(key: str, value: Any, kind: str, base: Path) -> Any:
+    if kind == "path":
+        return (base / value).resolve() if not Path(value).is_absolute() else Path(value)
+    if kind == "paths":
+        values = [value] if isinstance(value, str) else value
+        if not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"{key}: expected a path or an array of paths")
+        return tuple(_convert(key, v, "path", base) for v in values)
+    if kind == "names":
+        if value is True:
+            return ("*",)
+        if value is False:
+            return ()
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected an array of output names (or true for all)")
+        return tuple(value)
+    return value
+
+
+def _preprocess(table: Any) -> Preprocess:
+    if not isinstance(table, dict):
+        raise ConfigError("preprocess: expected a table [preprocess]")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in _PREPROCESS_SCHEMA:
+            raise ConfigError(f"preprocess.{key}: unknown key; known: {', '.join(_PREPROCESS_SCHEMA)}")
+        _check_type(f"preprocess.{key}", value, _PREPROCESS_SCHEMA[key])
+        if key in ("mean", "std"):
+            if len(value) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"preprocess.{key}: expected an array of 3 numbers, got {value!r}")
+            value = tuple(float(v) for v in value)
+        values[key] = value
+    try:
+        return Preprocess(**values)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def job_from_dict(data: dict[str, Any], base: Path, source: Path | None = None) -> Job:
+    """Validate a parsed job table; `base` resolves relative paths."""
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "preprocess":
+            values["preprocess"] = _preprocess(value)
+            continue
+        if key not in _SCHEMA:
+            raise ConfigError(f"{key}: unknown key; known keys: {', '.join([*_SCHEMA, 'preprocess'])}")
+        types, kind = _SCHEMA[key]
+        _check_type(key, value, types)
+        values[key] = _convert(key, value, kind, base)
+    missing = [k for k in REQUIRED if k not in values]
+    if missing:
+        raise ConfigError(f"missing required key(s): {', '.join(missing)}")
+    job = Job(**values, source=source)
+    job.validate()
+    return job
+
+
+def load_job(path: Path) -> Job:
+    """Read and validate a TOML job file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read job file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return job_from_dict(data, path.resolve().parent, source=path.resolve())
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

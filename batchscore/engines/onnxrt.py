@@ -1,0 +1,38 @@
+"""ONNX Runtime adapter: the CPU default, and the reference every other backend is checked against."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from . import Engine, EngineError
+
+
+class OnnxRuntimeEngine(Engine):
+    name = "onnxruntime"
+
+    def _activate(self) -> None:
+        opts = ort.SessionOptions()
+        if self.options.threads:
+            # One rank's share of the node: no oversubscription between ranks on one node.
+            opts.intra_op_num_threads = self.options.threads
+            opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(self.model), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types per failure
+            raise EngineError(f"ONNX Runtime cannot load {self.model}: {exc}") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise EngineError(f"{self.model}: expected one image input, found {len(inputs)}")
+        self.input_name = inputs[0].name
+        self.input_shape = tuple(inputs[0].shape)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.device_name = "cpu"
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.session.run(self.output_names, {self.input_name: batch})
+        return dict(zip(self.output_names, outputs))
+
+    def _deactivate(self) -> None:
+        del self.session

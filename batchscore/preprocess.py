@@ -1,0 +1,104 @@
+"""Decode and preprocess one encoded image into the model's input tensor.
+
+Kept pure (bytes in, array out) so the same function serves scoring, calibration,
+training of the sample model and the reference tests.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+#: Pillow's own default limit (about 89 Mpixel); larger images are refused as decompression bombs.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+class DecodeError(ValueError):
+    """An image that cannot be turned into a model input; becomes an error row, never a crash."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes a tensor: shorter side resized, centre crop, normalised, CHW float32."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    channel_order: str = "RGB"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.crop > self.resize:
+            raise ValueError(f"preprocess.crop ({self.crop}) must not exceed preprocess.resize ({self.resize})")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"preprocess.channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("preprocess.mean and preprocess.std need three values each, std > 0")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (3, self.crop, self.crop)
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode bytes to an RGB image with EXIF orientation applied; raise DecodeError with a short reason."""
+    if not data:
+        raise DecodeError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise DecodeError(f"image too large ({w}x{h} > {max_pixels} pixels)")
+            img.load()
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(f"decompression bomb: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise DecodeError("not an image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DecodeError(f"corrupt image: {exc}") from None
+    img = ImageOps.exif_transpose(img)
+    if img.mode != "RGB":
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            img = img.convert("RGBA")
+            background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(background, img)
+        img = img.convert("RGB")
+    return img
+
+
+def resize_crop(img: Image.Image, spec: Preprocess) -> Image.Image:
+    """Resize the shorter side to spec.resize (antialiased bilinear), then centre-crop spec.crop."""
+    w, h = img.size
+    scale = spec.resize / min(w, h)
+    new_w, new_h = max(spec.resize, round(w * scale)), max(spec.resize, round(h * scale))
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=None)
+    left, top = (new_w - spec.crop) // 2, (new_h - spec.crop) // 2
+    return img.crop((left, top, left + spec.crop, top + spec.crop))
+
+
+def to_tensor(img: Image.Image, spec: Preprocess) -> np.ndarray:
+    """HWC uint8 RGB image to normalised CHW float32 in the spec's channel order."""
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    if spec.channel_order == "BGR":
+        arr = arr[:, :, ::-1]
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def preprocess(data: bytes, spec: Preprocess) -> np.ndarray:
+    """Bytes to model input (3, crop, crop) float32; raises DecodeError for bad images."""
+    try:
+        return to_tensor(resize_crop(decode(data, spec.max_pixels), spec), spec)
+    except DecodeError:
+        raise
+    except (OSError, ValueError) as exc:  # truncated data surfaces only during resize
+        raise DecodeError(f"corrupt image: {exc}") from None
