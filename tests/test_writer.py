@@ -1,0 +1,58 @@
+"""Part files and the merge: exactly-once or nothing published."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from batchscore.writer import PARTS, MergeError, PartWriter, done_keys, merge
+
+
+def add(writer: PartWriter, keys: list[str], errors: list[str] | None = None) -> None:
+    n = len(keys)
+    idx = np.arange(n * 2, dtype=np.int32).reshape(n, 2)
+    writer.add(keys, idx, np.full((n, 2), 0.5, np.float32), errors or [""] * n,
+               {"logits": np.arange(n * 3, dtype=np.float32).reshape(n, 3)})
+
+
+def test_parts_from_several_ranks_merge_in_key_order(tmp_path: Path) -> None:
+    a, b = PartWriter(tmp_path, "run1", 0), PartWriter(tmp_path, "run1", 1)
+    add(a, ["a", "c"])
+    a.commit()
+    add(b, ["b", "d"], errors=["", "corrupt image"])
+    b.commit()
+    add(a, ["e"])
+    a.commit()
+    assert done_keys(tmp_path) == {"a", "b", "c", "d", "e"}
+    path = merge(tmp_path, ["a", "b", "c", "d", "e"], {"model_sha256": "x" * 64})
+    with h5py.File(path) as f:
+        assert f["key"].asstr()[:].tolist() == ["a", "b", "c", "d", "e"]
+        assert f["status"][:].tolist() == [0, 0, 0, 1, 0]
+        assert f["error"].asstr()[3] == "corrupt image"
+        assert f["topk_index"][:, 0].tolist() == [0, 0, 2, 2, 0]
+        assert f["outputs/logits"].shape == (5, 3) and f.attrs["model_sha256"] == "x" * 64
+    assert not list(tmp_path.glob(".*.tmp")) and not list((tmp_path / PARTS).glob(".*.tmp"))
+
+
+def test_merge_publishes_nothing_when_rows_are_missing_or_doubled(tmp_path: Path) -> None:
+    w = PartWriter(tmp_path, "run1", 0)
+    add(w, ["a", "b"])
+    w.commit()
+    with pytest.raises(MergeError, match="2 rows for 3 inputs.*1 missing"):
+        merge(tmp_path, ["a", "b", "c"], {})
+    w2 = PartWriter(tmp_path, "run2", 0)
+    add(w2, ["b"])
+    w2.commit()
+    with pytest.raises(MergeError, match="1 duplicated"):
+        merge(tmp_path, ["a", "b"], {})
+    assert not (tmp_path / "scores.h5").exists()
+
+
+def test_uncommitted_rows_are_not_done(tmp_path: Path) -> None:
+    w = PartWriter(tmp_path, "run1", 0)
+    add(w, ["a"])
+    w.commit()
+    add(w, ["b"])  # buffered, not durable: a crash now loses it and the rerun redoes it
+    (tmp_path / PARTS / ".run1-r00000-000001.h5.123.tmp").write_bytes(b"half a file")
+    assert done_keys(tmp_path) == {"a"}
