@@ -15,8 +15,9 @@ from conftest import CLASSES, batchscore, write_job
 
 
 def score_job(tmp_path: Path, inputs: Path | list, model: Path, **extra: object) -> Path:
+    values = {"batch_size": 8, "top_k": 3, "workers": 1, **extra}
     return write_job(tmp_path / "job.toml", input=[str(p) for p in inputs] if isinstance(inputs, list) else str(inputs),
-                     model=str(model), output=str(tmp_path / "out"), batch_size=8, top_k=3, workers=1, **extra)
+                     model=str(model), output=str(tmp_path / "out"), **values)
 
 
 def test_help_needs_no_mpi_and_names_the_commands() -> None:
