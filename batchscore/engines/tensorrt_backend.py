@@ -1,0 +1,148 @@
+"""TensorRT adapter (TensorRT 10 and 11): a strongly typed plan per model, GPU and version, cached on disk.
+
+The ONNX file is parsed into a strongly typed network (its precision is the graph's own: an FP16 or
+Q/DQ-INT8 model is prepared before this step, as TensorRT 11 requires), with one optimization
+profile over the batch axis (1 .. batch size, optimised for the batch size). Plans are built once
+per node under a file lock (batchscore.enginecache) with a timing cache kept beside them. Inference
+uses the named-tensor API on a ring of two pinned/device buffer sets (cudabuffers.BufferRing).
+
+`tensorrt` and `pycuda` are imported only when this adapter is activated; names that exist in only
+one TensorRT major version are looked up with getattr, never assumed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..enginecache import EngineCache, StaleEntry, default_cache_dir
+from ..gpu import nvidia_smi
+from ..model import inspect_model, model_sha256
+from ..writer import atomic_path, publish
+from . import Engine, EngineError
+
+WORKSPACE_BYTES = 4 << 30
+
+
+def _import_tensorrt():  # noqa: ANN202 - the module
+    try:
+        return importlib.import_module("tensorrt")
+    except ImportError as exc:
+        raise EngineError(f"backend 'tensorrt' needs the tensorrt Python package ({exc}); install TensorRT 10 "
+                          "or 11 for this CUDA version, or use backend = 'torch' or 'onnxruntime'") from None
+
+
+def _network_flags(trt) -> int:  # noqa: ANN001 - the tensorrt module
+    """STRONGLY_TYPED where the enum has it (10.x: opt-in; 11.x: always on, flag accepted)."""
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return 0 if flag is None else 1 << int(flag)
+
+
+def plan_key(model: Path, input_shape: tuple[int, ...], batch_size: int, gpu_name: str, capability: str,
+             trt_version: str) -> dict:
+    """Everything a plan depends on: a change in any of these builds a new plan."""
+    drivers = {g.driver for g in nvidia_smi()}
+    return {"kind": "tensorrt-plan", "model_sha256": model_sha256(model), "gpu": gpu_name,
+            "compute_capability": capability, "driver": ",".join(sorted(drivers)), "tensorrt": trt_version,
+            "input_shape": list(input_shape), "max_batch": batch_size}
+
+
+class TensorRTEngine(Engine):
+    name = "tensorrt"
+
+    def _activate(self) -> None:
+        trt = _import_tensorrt()
+        if self.options.device is None:
+            raise EngineError("backend 'tensorrt' needs a GPU, and none is visible to this rank "
+                              "(check CUDA_VISIBLE_DEVICES and the job's GPU request)")
+        from .cudabuffers import BufferRing, CudaContext
+
+        self.trt = trt
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.cuda = CudaContext(self.options.device)
+        info = inspect_model(self.model)
+        self.input_name = info.input_name
+        self.input_shape = info.input_shape
+        chw = tuple(info.input_shape[1:])
+        if len(chw) != 3 or not all(isinstance(d, int) for d in chw):
+            raise EngineError(f"{self.model}: TensorRT needs fixed C, H, W input dimensions, got {info.input_shape}")
+        batch = self.options.batch_size
+        cache = EngineCache(self.options.cache_dir or default_cache_dir())
+        key = plan_key(self.model, chw, batch, self.cuda.name, self.cuda.compute_capability, trt.__version__)
+        timing = cache.root / re.sub(r"[^A-Za-z0-9_.-]", "_", f"timing-{self.cuda.name}-trt{trt.__version__}.cache")
+        self.runtime = trt.Runtime(self.logger)
+        loaded = cache.get(key, build=lambda tmp: self._build(tmp, chw, timing), load=self._deserialize,
+                           suffix=".plan")
+        self.engine, self.cache_status, self.setup_seconds = loaded.value, loaded.status, loaded.seconds
+        self.compute_ms = 0.0  # GPU time of the engine itself, from CUDA events
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if inputs != [self.input_name]:
+            raise EngineError(f"{self.model}: plan inputs {inputs}, expected [{self.input_name!r}]")
+        self.output_names = [n for n in names if n not in inputs]
+        self.context.set_input_shape(self.input_name, (batch, *chw))
+        dtype = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        self.ring = BufferRing({self.input_name: ((batch, *chw), dtype[self.input_name])},
+                               {n: (tuple(self.context.get_tensor_shape(n)), dtype[n]) for n in self.output_names})
+        self.device_name = f"cuda:{self.options.device} {self.cuda.name}"
+
+    def _build(self, path: Path, chw: tuple[int, ...], timing: Path) -> None:
+        """Parse the ONNX into a strongly typed network and write a serialized plan to `path`."""
+        trt = self.trt
+        builder = trt.Builder(self.logger)
+        network = builder.create_network(_network_flags(trt))
+        parser = trt.OnnxParser(network, self.logger)
+        if not parser.parse_from_file(str(self.model)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise EngineError(f"TensorRT cannot parse {self.model}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+        profile = builder.create_optimization_profile()
+        batch = self.options.batch_size
+        profile.set_shape(self.input_name, (1, *chw), (batch, *chw), (batch, *chw))
+        config.add_optimization_profile(profile)
+        cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
+        config.set_timing_cache(cache, False)
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise EngineError(f"TensorRT could not build a plan for {self.model}; see its log above")
+        path.write_bytes(bytes(plan))
+        tmp = atomic_path(timing)
+        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+        publish(tmp, timing)
+
+    def _deserialize(self, path: Path):  # noqa: ANN202 - ICudaEngine
+        engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:  # truncated, or built by another TensorRT version or for another GPU
+            raise StaleEntry(str(path))
+        return engine
+
+    def _launch(self, slot, stream) -> None:  # noqa: ANN001 - cudabuffers.Slot, pycuda Stream
+        self.context.set_input_shape(self.input_name, (slot.rows, *self.input_shape[1:]))
+        for name, dev in (*slot.dev_in.items(), *slot.dev_out.items()):
+            self.context.set_tensor_address(name, int(dev))
+        if not self.context.execute_async_v3(stream.handle):
+            raise EngineError("TensorRT failed to enqueue the batch; see its log above")
+
+    def _submit(self, batch: np.ndarray) -> object:
+        return self.ring.submit({self.input_name: batch}, self._launch)
+
+    def _collect(self, token: object) -> dict[str, np.ndarray]:
+        outputs = self.ring.collect(token)
+        h2d, compute, d2h = token.times_ms()
+        self.h2d_seconds += h2d / 1e3
+        self.d2h_seconds += d2h / 1e3
+        self.compute_ms += compute
+        return outputs
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return self._collect(self._submit(batch))
+
+    def _deactivate(self) -> None:
+        self.ring.close()
+        del self.context, self.engine, self.runtime
+        self.cuda.close()

@@ -1,0 +1,250 @@
+"""PyTorch adapter: the same ONNX file run by PyTorch (via onnx2torch), for clusters without TensorRT.
+
+On a GPU the model runs in FP16/BF16 (or FP32 without TF32) in channels-last layout, fed from two
+pinned host buffers: batch i+1 is staged and copied in on a copy stream while batch i computes on
+the compute stream, and outputs come back asynchronously. Compile modes:
+
+- "eager": plain PyTorch; any batch size up to the job's, no start-up cost.
+- "cudagraph": eager kernels captured once per buffer set and replayed (short final batch padded).
+- "compiled": an AOTInductor package compiled with max-autotune (minutes), cached on disk under a
+  key like a TensorRT plan's; one rank per node compiles, the others wait and load it, so a cache hit
+  starts in seconds without even converting the ONNX file again.
+
+`torch` is imported with this module, which is imported only when the torch backend is chosen.
+"""
+
+from __future__ import annotations
+
+import inspect
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from ..config import COMPILE_MODES
+from ..enginecache import EngineCache, StaleEntry, default_cache_dir
+from ..gpu import nvidia_smi
+from ..model import inspect_model, model_sha256
+from . import Engine, EngineError
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ONNX_DTYPES = {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: torch.float16,
+               onnx.TensorProto.BFLOAT16: torch.bfloat16}
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+                           "QLinearMatMul", "ConvInteger", "MatMulInteger"})
+SLOTS = 2
+
+
+def cuda_available() -> bool:
+    """Whether this PyTorch build sees a usable GPU (the backend choice asks before binding)."""
+    return torch.cuda.is_available()
+
+
+class Wrapped(torch.nn.Module):
+    """The converted network behind a float32 NCHW input and float32 outputs, at the run's dtype/layout."""
+
+    def __init__(self, net: torch.nn.Module, dtype: torch.dtype, channels_last: bool) -> None:
+        super().__init__()
+        self.net, self.dtype, self.channels_last = net, dtype, channels_last
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = x.to(self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.net(x)
+        return tuple(o.float() for o in (out if isinstance(out, (tuple, list)) else (out,)))
+
+
+def convert(model: Path, dtype: torch.dtype, device: torch.device) -> Wrapped:
+    """onnx2torch conversion; a clear EngineError for quantized (Q/DQ INT8) graphs it cannot convert.
+
+    An FP32 graph runs at `dtype`. A graph that already holds FP16/BF16 weights (a precision variant)
+    keeps its own types, Casts included: precision lives in the ONNX file, as for TensorRT.
+    """
+    proto = onnx.load(str(model), load_external_data=False)
+    quantized = sorted({n.op_type for n in proto.graph.node} & QUANTIZED_OPS)
+    if quantized:
+        raise EngineError(f"{model} is a quantized (INT8) model ({', '.join(quantized)}); onnx2torch does not "
+                          "convert QuantizeLinear/DequantizeLinear, so backend 'torch' cannot run it. Use "
+                          "backend = 'tensorrt' or 'onnxruntime' for INT8, or score the FP32/FP16 model")
+    try:
+        from onnx2torch import convert as onnx_to_torch
+    except ImportError as exc:
+        raise EngineError(f"backend 'torch' needs onnx2torch to load ONNX models ({exc}); "
+                          "pip install onnx2torch") from None
+    try:
+        net = onnx_to_torch(str(model))
+    except NotImplementedError as exc:
+        raise EngineError(f"onnx2torch cannot convert {model}: {exc}") from None
+    net = net.eval().to(device=device)
+    if {i.data_type for i in proto.graph.initializer} & set(ONNX_DTYPES) - {onnx.TensorProto.FLOAT}:
+        dtype = ONNX_DTYPES[proto.graph.input[0].type.tensor_type.elem_type]  # feed the graph's input type
+    else:
+        net = net.to(dtype=dtype)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return Wrapped(net, dtype, channels_last).eval()
+
+
+@dataclass
+class Slot:
+    """One buffer set: pinned host input/outputs, device input, its events (and CUDA graph, if any)."""
+
+    host_in: torch.Tensor
+    dev_in: torch.Tensor
+    host_out: list[torch.Tensor] = field(default_factory=list)
+    copy_start: torch.cuda.Event = field(default_factory=lambda: torch.cuda.Event(enable_timing=True))
+    copied: torch.cuda.Event = field(default_factory=lambda: torch.cuda.Event(enable_timing=True))
+    start: torch.cuda.Event = field(default_factory=lambda: torch.cuda.Event(enable_timing=True))
+    end: torch.cuda.Event = field(default_factory=lambda: torch.cuda.Event(enable_timing=True))
+    done: torch.cuda.Event = field(default_factory=lambda: torch.cuda.Event(enable_timing=True))
+    graph: torch.cuda.CUDAGraph | None = None
+    graph_out: tuple[torch.Tensor, ...] = ()
+    rows: int = 0
+
+
+class TorchEngine(Engine):
+    name = "torch"
+
+    def _activate(self) -> None:
+        o = self.options
+        if o.precision not in DTYPES:
+            raise EngineError(f"backend 'torch' runs precision fp32, fp16 or bf16, not {o.precision!r}; "
+                              "use backend = 'tensorrt' or 'onnxruntime' for int8")
+        if o.compile not in COMPILE_MODES:
+            raise EngineError(f"compile must be one of {', '.join(COMPILE_MODES)}; got {o.compile!r}")
+        self.device = torch.device("cuda", o.device) if o.device is not None else torch.device("cpu")
+        if self.device.type == "cpu" and o.compile != "eager":
+            raise EngineError(f"compile = {o.compile!r} needs a GPU and none is bound to this rank; use 'eager'")
+        self.dtype = DTYPES[o.precision]
+        info = inspect_model(self.model)
+        self.input_name, self.input_shape = info.input_name, info.input_shape
+        self.output_names = list(info.outputs)
+        self.chw = tuple(info.input_shape[1:])
+        if len(self.chw) != 3 or not all(isinstance(d, int) for d in self.chw):
+            raise EngineError(f"{self.model}: needs fixed C, H, W input dimensions, got {info.input_shape}")
+        self.cache_status, self.setup_seconds, self.compute_ms = "none", 0.0, 0.0
+        if self.device.type == "cpu":
+            self.module = convert(self.model, self.dtype, self.device)
+            self.device_name = "cpu"
+            return
+        torch.cuda.set_device(self.device)
+        torch.backends.cudnn.benchmark = True
+        if o.precision == "fp32":  # FP32 means FP32: no TF32 rounding in convolutions or matmuls
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        self.device_name = f"cuda:{self.device.index} {torch.cuda.get_device_name(self.device)}"
+        self.module = self._compiled() if o.compile == "compiled" else convert(self.model, self.dtype, self.device)
+        self.copy_stream, self.compute_stream = torch.cuda.Stream(), torch.cuda.Stream()
+        shape = (o.batch_size, *self.chw)
+        self.slots = [Slot(torch.zeros(shape, pin_memory=True), torch.zeros(shape, device=self.device))
+                      for _ in range(SLOTS)]
+        with torch.inference_mode():
+            outs = self.module(self.slots[0].dev_in)  # warm-up; also gives the output shapes
+            for slot in self.slots:
+                slot.host_out = [torch.zeros(t.shape, pin_memory=True) for t in outs]
+                if o.compile == "cudagraph":
+                    self._capture(slot)
+        torch.cuda.synchronize(self.device)
+        self.next = 0
+
+    def _capture(self, slot: Slot) -> None:
+        """Record the model on this set's device input once; replays then launch it in one call."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self.module(slot.dev_in)  # kernels chosen and memory allocated before capture
+        torch.cuda.current_stream().wait_stream(side)
+        slot.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(slot.graph):
+            slot.graph_out = self.module(slot.dev_in)
+
+    def _compiled(self):  # noqa: ANN202 - AOTInductor's compiled-model callable
+        """The AOTInductor package for this model, GPU and software, compiled once per node and cached."""
+        import torch._inductor
+
+        props = torch.cuda.get_device_properties(self.device)
+        key = {"kind": "torch-aoti", "model_sha256": model_sha256(self.model), "gpu": props.name,
+               "compute_capability": f"{props.major}.{props.minor}",
+               "driver": ",".join(sorted({g.driver for g in nvidia_smi()})), "torch": torch.__version__,
+               "cuda": torch.version.cuda, "input_shape": list(self.chw), "batch": self.options.batch_size,
+               "precision": self.options.precision, "mode": "max-autotune"}
+        cache = EngineCache(self.options.cache_dir or default_cache_dir())
+        loaded = cache.get(key, build=self._aoti_build, load=self._aoti_load, suffix=".pt2")
+        self.cache_status, self.setup_seconds = loaded.status, loaded.seconds
+        return loaded.value
+
+    def _aoti_build(self, path: Path) -> None:
+        import torch._inductor
+
+        module = convert(self.model, self.dtype, self.device)
+        example = torch.zeros((self.options.batch_size, *self.chw), device=self.device)
+        with torch.no_grad():
+            program = torch.export.export(module, (example,))
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path),
+                                                     inductor_configs={"max_autotune": True})
+
+    def _aoti_load(self, path: Path):  # noqa: ANN202 - AOTInductor's compiled-model callable
+        import torch._inductor
+
+        kwargs = {}
+        if "device_index" in inspect.signature(torch._inductor.aoti_load_package).parameters:
+            kwargs["device_index"] = self.device.index
+        try:
+            return torch._inductor.aoti_load_package(str(path), **kwargs)
+        except (RuntimeError, OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise StaleEntry(f"{path}: {exc}") from None
+
+    def _run(self, slot: Slot, rows: int) -> tuple[torch.Tensor, ...]:
+        if slot.graph is not None:
+            slot.graph.replay()
+            return slot.graph_out
+        # eager runs exactly the rows given; compiled and graphed runs have a static batch (padded)
+        return self.module(slot.dev_in if self.options.compile == "compiled" else slot.dev_in[:rows])
+
+    def _submit(self, batch: np.ndarray) -> object:
+        if self.device.type == "cpu":
+            with torch.inference_mode():
+                return [t.numpy() for t in self.module(torch.from_numpy(batch))]
+        slot = self.slots[self.next]
+        self.next = (self.next + 1) % SLOTS
+        n = slot.rows = len(batch)
+        slot.host_in[:n].copy_(torch.from_numpy(batch))  # multi-threaded copy into page-locked memory
+        rows = n if self.options.compile == "eager" else self.options.batch_size
+        with torch.inference_mode():
+            with torch.cuda.stream(self.copy_stream):
+                self.copy_stream.wait_event(slot.done)  # the compute that last read this set is over
+                slot.copy_start.record()
+                slot.dev_in[:rows].copy_(slot.host_in[:rows], non_blocking=True)
+                slot.copied.record()
+            with torch.cuda.stream(self.compute_stream):
+                self.compute_stream.wait_event(slot.copied)
+                slot.start.record()
+                outs = self._run(slot, rows)
+                slot.end.record()
+                for host, out in zip(slot.host_out, outs):
+                    host[:n].copy_(out[:n], non_blocking=True)
+                slot.done.record()
+        return slot
+
+    def _collect(self, token: object) -> dict[str, np.ndarray]:
+        if not isinstance(token, Slot):  # CPU: the outputs themselves
+            return dict(zip(self.output_names, token))
+        token.done.synchronize()
+        self.h2d_seconds += token.copy_start.elapsed_time(token.copied) / 1e3
+        self.compute_ms += token.start.elapsed_time(token.end)
+        self.d2h_seconds += token.end.elapsed_time(token.done) / 1e3
+        return {name: host[:token.rows].numpy().copy() for name, host in zip(self.output_names, token.host_out)}
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return self._collect(self._submit(batch))
+
+    def _deactivate(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.slots = []
+        del self.module

@@ -1,0 +1,126 @@
+"""Engine-only ResNet-50 on one GPU: plain PyTorch eager next to the torch backend in the same run.
+
+Measures images/s at one batch size for plain eager (torchvision model, input already on the GPU),
+then the torch backend fed from host memory (pinned double buffering, as when scoring) in eager,
+CUDA-graph and compiled (AOTInductor, max-autotune) modes, plus the compiled engine's cold start
+(compile) and warm start (cache hit) to the first batch, each in a fresh process.
+
+    python benchmarks/gpu/bench_engine.py --out $OUT      # prints a table, writes engine.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from batchscore.engines import EngineOptions, create_engine
+from common import resnet50_onnx, write_results
+
+HERE = Path(__file__).resolve().parent
+
+
+def plain_eager(batch_size: int, iters: int, dtype: torch.dtype) -> float:
+    """torchvision ResNet-50 in eval, dtype weights, channels-last, input resident on the GPU."""
+    import torchvision
+
+    torch.backends.cudnn.benchmark = True
+    model = torchvision.models.resnet50(weights=None).eval().cuda().to(dtype).to(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 3, 224, 224, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(5):
+            model(x)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            model(x)
+        end.record()
+        end.synchronize()
+    del model, x
+    torch.cuda.empty_cache()
+    return batch_size * iters / (start.elapsed_time(end) / 1e3)
+
+
+def backend(model: Path, mode: str, args: argparse.Namespace, host: list[np.ndarray]) -> dict:
+    """The torch backend from host batches: end-to-end images/s (wall) and GPU-only images/s (events)."""
+    engine = create_engine("torch", model, EngineOptions(args.batch_size, device=0, precision=args.precision,
+                                                         compile=mode, cache_dir=args.work / "cache"))
+    t0 = time.perf_counter()
+    engine.activate()
+    setup = time.perf_counter() - t0
+    list(engine.infer_iter(host[:3]))  # warm-up (cuDNN autotuning in eager)
+    engine.compute_ms = 0.0
+    batches = [host[i % len(host)] for i in range(args.batches)]
+    t0 = time.perf_counter()
+    outputs = list(engine.infer_iter(batches))
+    wall = time.perf_counter() - t0
+    images = args.batches * args.batch_size
+    finite = all(np.isfinite(o["logits"]).all() for o in outputs)
+    result = {"img_s": round(images / wall, 1), "gpu_only_img_s": round(images / (engine.compute_ms / 1e3), 1),
+              "activate_s": round(setup, 2), "cache": engine.cache_status, "finite": bool(finite)}
+    engine.deactivate()
+    torch.cuda.empty_cache()
+    return result
+
+
+def start_to_first_batch(model: Path, args: argparse.Namespace) -> dict:
+    """A fresh process from launch to the first batch's outputs on the host (compiled mode)."""
+    t0 = time.time()
+    try:
+        proc = subprocess.run([sys.executable, str(HERE / "first_batch.py"), "--model", str(model), "--cache-dir",
+                               str(args.work / "cache"), "--batch-size", str(args.batch_size), "--precision",
+                               args.precision], capture_output=True, text=True, timeout=args.compile_timeout,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    except subprocess.TimeoutExpired:
+        return {"error": f"no first batch within {args.compile_timeout:.0f} s (still compiling; stopped)"}
+    if proc.returncode:
+        print(proc.stderr[-4000:], file=sys.stderr)
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"seconds": round(info["first_batch_at"] - t0, 2), "cache": info["cache"],
+            "setup_seconds": round(info["setup_seconds"], 2), "finite": info["finite"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results/gpu")))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/batchscore-bench"))
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batches", type=int, default=40)
+    ap.add_argument("--precision", default="fp16")
+    ap.add_argument("--modes", default="eager,cudagraph,compiled")
+    ap.add_argument("--compile-timeout", type=float, default=None, help="seconds a cold start may take")
+    args = ap.parse_args()
+    model = resnet50_onnx(args.work / "resnet50.onnx")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.precision]
+    results: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+                     "batch_size": args.batch_size, "precision": args.precision}
+    results["plain_eager_img_s"] = eager = round(plain_eager(args.batch_size, args.batches, dtype), 1)
+    print("plain eager img/s:", eager, flush=True)
+    rng = np.random.default_rng(0)
+    host = [rng.standard_normal((args.batch_size, 3, 224, 224), dtype=np.float32) for _ in range(4)]
+    modes = args.modes.split(",")
+    for mode in modes:  # compiled last: its cold start (the compile) is by far the longest step
+        if mode == "compiled":
+            results["compiled_cold_start"] = start_to_first_batch(model, args)
+            print("compiled cold start:", results["compiled_cold_start"], flush=True)
+            if "error" in results["compiled_cold_start"]:
+                break
+            results["compiled_warm_start"] = start_to_first_batch(model, args)
+            print("compiled warm start:", results["compiled_warm_start"], flush=True)
+        results[f"backend_{mode}"] = backend(model, mode, args, host)
+        results[f"backend_{mode}_vs_plain_eager"] = round(results[f"backend_{mode}"]["img_s"] / eager, 3)
+        print(f"backend {mode}:", results[f"backend_{mode}"], flush=True)
+        write_results(args.out, "engine", results, show=False)
+    write_results(args.out, "engine", results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Shared by the GPU benchmark scripts: the seeded ResNet-50 ONNX, and printing/writing results."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def resnet50_onnx(path: Path, seed: int = 0) -> Path:
+    """torchvision's ResNet-50 with seeded random weights, exported to ONNX with a dynamic batch axis.
+
+    BatchNorm statistics come from a few seeded random batches (cumulative average), so activations
+    stay normalised and FP16 cannot overflow as it can with untouched running statistics.
+    """
+    import torch
+    import torchvision
+
+    if path.is_file():
+        return path
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = torchvision.models.resnet50(weights=None).to(device)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    gen = torch.Generator(device).manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.randn(64, 3, 224, 224, generator=gen, device=device))
+    model.eval().cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(tmp), input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    os.replace(tmp, path)
+    return path
+
+
+def write_results(out: Path, name: str, results: dict, show: bool = True) -> None:
+    """JSON into $OUT (or the given folder), so partial results survive; with `show`, a table on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    if not show:
+        return
+    width = max(len(k) for k in results)
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value}", flush=True)

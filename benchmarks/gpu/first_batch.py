@@ -1,0 +1,39 @@
+"""One cold or warm start of the torch backend: activate (build or load the engine) and run one batch.
+
+Prints one JSON line: the wall-clock time at which the first batch's outputs were on the host, the
+cache status and setup seconds. bench_engine.py starts this as a fresh process and times it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from batchscore.engines import EngineOptions, create_engine
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--cache-dir", type=Path, required=True)
+    ap.add_argument("--compile", default="compiled")
+    ap.add_argument("--precision", default="fp16")
+    ap.add_argument("--batch-size", type=int, default=256)
+    args = ap.parse_args()
+    engine = create_engine("torch", args.model, EngineOptions(args.batch_size, device=0, precision=args.precision,
+                                                             compile=args.compile, cache_dir=args.cache_dir))
+    engine.activate()
+    batch = np.random.default_rng(0).standard_normal((args.batch_size, 3, 224, 224), dtype=np.float32)
+    out = engine.infer(batch)
+    first = time.time()
+    print(json.dumps({"first_batch_at": first, "cache": engine.cache_status, "setup_seconds": engine.setup_seconds,
+                      "finite": bool(np.isfinite(next(iter(out.values()))).all())}), flush=True)
+    engine.deactivate()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Scaling over GPUs: the same archive scored by 1 and by N MPI ranks (one GPU each), from the summaries.
+
+Makes an archive (a tar of generated images repeated under distinct names), a ResNet-50 ONNX and a
+job, then runs `mpirun -n 1` and `mpirun -n N` with the same per-rank settings (decode workers,
+batch, compile mode) and reports each run's aggregate images/s from summary.json and their ratio.
+
+    python benchmarks/gpu/scaling.py --ranks 2 --out $OUT    # writes scaling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from common import resnet50_onnx, write_results
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_archive(work: Path, images: int, unique: int) -> Path:
+    """A tar of `images` members cycling over `unique` generated images (decode cost as for real ones)."""
+    tar_path = work / "archive.tar"
+    if tar_path.exists():
+        return tar_path
+    sys.path.insert(0, str(ROOT / "data"))
+    from make_sample import generate
+
+    generate(work / "unique", unique, seed=1)
+    files = sorted(p for p in (work / "unique").rglob("*") if p.suffix in (".jpg", ".png"))
+    blobs = [(f.suffix, f.read_bytes()) for f in files]
+    with tarfile.open(work / "archive.tar.part", "w") as tar:
+        for i in range(images):
+            suffix, data = blobs[i % len(blobs)]
+            info = tarfile.TarInfo(f"img{i:07d}{suffix}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    os.replace(work / "archive.tar.part", tar_path)
+    return tar_path
+
+
+def run(ranks: int, job: Path, output: Path, workers: int, mpirun: str) -> dict:
+    shutil.rmtree(output, ignore_errors=True)
+    cmd = [mpirun, "--allow-run-as-root", "--bind-to", "none", "-n", str(ranks), sys.executable, "-m",
+           "batchscore", "score", "--job", str(job), "--output", str(output), "--workers", str(workers)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n", flush=True)
+    proc.check_returncode()
+    summary = json.loads((output / "summary.json").read_text())
+    return {"aggregate_img_s": summary["aggregate_images_per_s"], "scoring_seconds": summary["scoring_seconds"],
+            "images": summary["images"]["scored_this_run"],
+            "per_rank": [{k: r[k] for k in ("rank", "device", "images_per_s", "stages")} for r in summary["per_rank"]]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results/gpu")))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/batchscore-scaling"))
+    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--images", type=int, default=32768)
+    ap.add_argument("--unique", type=int, default=512)
+    ap.add_argument("--workers", type=int, default=14, help="decode processes per rank, the same in both runs")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--compile", default="eager")
+    ap.add_argument("--mpirun", default=shutil.which("mpirun") or "mpirun")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    archive = make_archive(args.work, args.images, args.unique)
+    model = resnet50_onnx(args.work / "resnet50.onnx")
+    job = args.work / "job.toml"
+    job.write_text(f'input = "{archive}"\nmodel = "{model}"\noutput = "{args.work / "out"}"\nbackend = "torch"\n'
+                   f'precision = "fp16"\nbatch_size = {args.batch_size}\ncompile = "{args.compile}"\n'
+                   f'cache_dir = "{args.work / "cache"}"\ntop_k = 5\n')
+    results: dict = {"images": args.images, "workers_per_rank": args.workers, "batch_size": args.batch_size,
+                     "compile": args.compile}
+    results["one_rank"] = run(1, job, args.work / "out1", args.workers, args.mpirun)
+    write_results(args.out, "scaling", results, show=False)
+    results[f"{args.ranks}_ranks"] = run(args.ranks, job, args.work / f"out{args.ranks}", args.workers, args.mpirun)
+    results["speedup"] = round(results[f"{args.ranks}_ranks"]["aggregate_img_s"] / results["one_rank"]["aggregate_img_s"], 3)
+    write_results(args.out, "scaling", results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The torch backend on a real GPU: agrees with ONNX Runtime on the sample model in FP32 and FP16,
+eager and CUDA-graph modes, pipelined and one batch at a time, short final batch included; and the
+compiled mode's cache on disk. Skips without CUDA or onnx2torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx2torch")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
+
+from batchscore.engines import EngineOptions, create_engine  # noqa: E402
+
+MODEL = Path(__file__).resolve().parents[2] / "data" / "model.onnx"
+
+
+def reference(batches: list[np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    return [session.run(None, {session.get_inputs()[0].name: b})[0] for b in batches]
+
+
+@pytest.fixture(scope="module")
+def batches() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((n, 3, 224, 224), dtype=np.float32) for n in (16, 16, 5)]
+
+
+@pytest.mark.parametrize("precision,mode,tol", [("fp32", "eager", 1e-3), ("fp16", "eager", 5e-2),
+                                                ("fp16", "cudagraph", 5e-2)])
+def test_agrees_with_onnxruntime(batches, precision: str, mode: str, tol: float) -> None:  # noqa: ANN001
+    expected = reference(batches)
+    with create_engine("torch", MODEL, EngineOptions(16, device=0, precision=precision, compile=mode)) as engine:
+        assert engine.device_name.startswith("cuda:0 ")
+        piped = [o["logits"] for o in engine.infer_iter(batches)]
+        single = [engine.infer(b)["logits"] for b in batches]
+    for got in (piped, single):
+        assert [len(g) for g in got] == [16, 16, 5]
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, atol=tol * max(1.0, np.abs(e).max()), rtol=0)
+            assert (g.argmax(1) == e.argmax(1)).mean() >= 0.9
+
+
+def test_compiled_artifact_is_cached_and_reloaded(batches, tmp_path: Path) -> None:  # noqa: ANN001
+    options = EngineOptions(16, device=0, precision="fp16", compile="compiled", cache_dir=tmp_path)
+    expected = reference(batches)
+    statuses = []
+    for _ in range(2):
+        with create_engine("torch", MODEL, options) as engine:
+            statuses.append(engine.cache_status)
+            got = [o["logits"] for o in engine.infer_iter(batches)]
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, atol=5e-2 * max(1.0, np.abs(e).max()), rtol=0)
+    assert statuses == ["built", "hit"]
+    assert len(list(tmp_path.glob("torch-aoti-*.pt2"))) == 1
+    assert len(list(tmp_path.glob("torch-aoti-*.pt2.json"))) == 1

@@ -1,0 +1,73 @@
+"""The torch backend where this machine allows: PyTorch on the CPU (eager) against ONNX Runtime, and
+its refusals (INT8 Q/DQ graphs, GPU-only modes without a GPU). tests/gpu has the CUDA paths."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+pytest.importorskip("torch")
+
+from batchscore.engines import EngineError, EngineOptions, choose_backend, create_engine  # noqa: E402
+
+MODEL = Path(__file__).resolve().parents[1] / "data" / "model.onnx"
+HAVE_ONNX2TORCH = importlib.util.find_spec("onnx2torch") is not None
+
+
+@pytest.mark.skipif(not HAVE_ONNX2TORCH, reason="onnx2torch (and the torchvision it imports) not installed")
+@pytest.mark.parametrize("variant,tol", [("fp32", 1e-4), ("fp16", 2e-2)])
+def test_cpu_eager_agrees_with_onnxruntime(tmp_path: Path, variant: str, tol: float) -> None:
+    """The FP32 model, and its FP16 variant (FP16 weights, Casts at the edges) run at its own types."""
+    from batchscore.precision import to_fp16
+
+    model = MODEL
+    if variant == "fp16":
+        model = tmp_path / "fp16.onnx"
+        to_fp16(MODEL, model, {})
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((n, 3, 224, 224), dtype=np.float32) for n in (4, 4, 1)]
+    session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    expected = [session.run(None, {session.get_inputs()[0].name: b})[0] for b in batches]
+    with create_engine("torch", model, EngineOptions(4)) as engine:
+        assert engine.device_name == "cpu" and engine.output_names == ["logits"]
+        got = [o["logits"] for o in engine.infer_iter(batches)]
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=0, atol=tol * max(1.0, np.abs(e).max()))
+        assert (g.argmax(1) == e.argmax(1)).all()
+
+
+def qdq_model(path: Path) -> Path:
+    """A one-convolution model with explicit QuantizeLinear/DequantizeLinear, as INT8 exports have."""
+    nodes = [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+             helper.make_node("Conv", ["dq", "w"], ["logits"])]
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.05]), helper.make_tensor("z", TensorProto.INT8, [], [0]),
+             helper.make_tensor("w", TensorProto.FLOAT, [2, 3, 1, 1], [0.1] * 6)]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, 8, 8])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_quantized_model_is_refused_with_what_to_use(tmp_path: Path) -> None:
+    engine = create_engine("torch", qdq_model(tmp_path / "int8.onnx"), EngineOptions(4))
+    with pytest.raises(EngineError, match="QuantizeLinear.*onnx2torch does not convert.*'tensorrt' or 'onnxruntime'"):
+        engine.activate()
+
+
+@pytest.mark.parametrize("options,message", [(EngineOptions(4, precision="int8"), "use backend = 'tensorrt'"),
+                                             (EngineOptions(4, compile="cudagraph"), "needs a GPU")])
+def test_refusals(options: EngineOptions, message: str) -> None:
+    with pytest.raises(EngineError, match=message):
+        create_engine("torch", MODEL, options).activate()
+
+
+def test_auto_without_a_gpu_is_onnxruntime_with_the_reason() -> None:
+    backend, reason = choose_backend("auto")
+    assert backend == "onnxruntime" and "no GPU visible" in reason
