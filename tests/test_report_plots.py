@@ -1,0 +1,107 @@
+"""Per-stage report in summary.json and the table, and `batchscore report` PNGs drawn from real runs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from batchscore.plots import batch_series, load, scaling_series
+from batchscore.report import STAGES, RankStats
+from conftest import batchscore, write_job
+
+QUICK = ("--warmup", "1", "--repeats", "3", "--threads", "1")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path, model: Path) -> dict[str, Path]:
+    """Score summaries with 1 and 2 ranks, bench JSON with 1 rank (two precisions) and 2 ranks."""
+    root = tmp_path_factory.mktemp("report")
+    files = {}
+    for n in (1, 2):
+        job = write_job(root / f"job{n}.toml", input=str(sample_dir), model=str(model), output=str(root / f"out{n}"),
+                        batch_size=8, workers=1, threads=1)
+        res = batchscore("score", "--job", str(job), ranks=n)
+        assert res.returncode == 0, res.stdout + res.stderr
+        files[f"score{n}"] = root / f"out{n}" / "summary.json"
+        files[f"score{n}_stdout"] = res.stdout
+    res = batchscore("bench", "--model", str(model), "--max-batch", "4", "--precision", "fp32", "fp16", *QUICK,
+                     "--json", str(root / "bench1.json"))
+    assert res.returncode == 0, res.stderr
+    res = batchscore("bench", "--model", str(model), "--max-batch", "4", *QUICK, "--json", str(root / "bench2.json"),
+                     ranks=2)
+    assert res.returncode == 0, res.stdout + res.stderr
+    files.update(bench1=root / "bench1.json", bench2=root / "bench2.json", root=root)
+    return files
+
+
+def test_summary_and_table_have_every_stage_and_the_bound(runs: dict) -> None:
+    for n in (1, 2):
+        summary = json.loads(runs[f"score{n}"].read_text())
+        for r in summary["per_rank"]:
+            assert list(r["stages"]) == list(STAGES) and all(v >= 0 for v in r["stages"].values())
+            assert r["stages"]["decode"] > 0 and r["stages"]["infer"] > 0 and r["stages"]["write"] > 0
+            assert r["stages"]["h2d"] == 0 and r["stages"]["d2h"] == 0  # ONNX Runtime on the CPU copies nothing
+            assert r["bound"] in STAGES and r["bound"] != "wait"
+        header = next(line for line in runs[f"score{n}_stdout"].splitlines() if line.lstrip().startswith("rank"))
+        assert header.split()[-len(STAGES) - 1:] == [*STAGES, "bound"]
+
+
+def test_bound_is_the_producer_when_the_loop_waited_longest() -> None:
+    stats = RankStats(0, images=10)
+    stats.stages.update(read=0.5, decode=4.0, wait=2.0, infer=1.0, write=0.1)
+    assert stats.bound == "decode"
+    stats.stages.update(read=5.0)
+    assert stats.bound == "read"
+    stats.stages.update(wait=0.2)
+    assert stats.bound == "infer"
+    stats.stages.update(h2d=3.0)
+    assert stats.bound == "h2d"
+    assert RankStats(1).bound == ""  # no work, no bound
+
+
+def test_series_come_from_the_files(runs: dict) -> None:
+    benches, summaries = load([runs["bench1"], runs["bench2"], runs["score1"], runs["score2"]])
+    assert len(benches) == 2 and len(summaries) == 2
+    by_batch, oom = batch_series(benches)
+    one = json.loads(runs["bench1"].read_text())
+    assert by_batch["fp16 (onnxruntime, cpu, 1 rank)"] == {r["batch_size"]: r["images_per_s"]
+                                                           for r in one["results"] if r["precision"] == "fp16"}
+    assert not oom
+    by_ranks = scaling_series(benches, summaries)
+    score = next(v for k, v in by_ranks.items() if k.startswith("score:"))
+    assert score == {n: json.loads(runs[f"score{n}"].read_text())["aggregate_images_per_s"] for n in (1, 2)}
+    bench = next(v for k, v in by_ranks.items() if k.startswith("bench:"))
+    two = json.loads(runs["bench2"].read_text())
+    best = max(two["results"], key=lambda r: r["images_per_s"])
+    assert bench == {1: best["one_rank_images_per_s"], 2: best["images_per_s"]}
+
+
+def test_report_draws_both_pngs(runs: dict, tmp_path: Path) -> None:
+    files = [str(runs[k]) for k in ("bench1", "bench2", "score1", "score2")]
+    res = batchscore("report", *files, "--out", str(tmp_path / "plots"))
+    assert res.returncode == 0, res.stderr
+    for name in ("throughput_vs_batch.png", "scaling.png"):
+        path = tmp_path / "plots" / name
+        assert str(path) in res.stdout
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.width > 400 and img.height > 300
+            colours = np.asarray(img.convert("RGB")).reshape(-1, 3)
+        assert len(np.unique(colours, axis=0)) > 50  # lines, labels and legend drawn, not a blank canvas
+    assert not list((tmp_path / "plots").glob(".*tmp"))  # published by rename, no leftovers
+
+
+def test_report_only_draws_what_the_files_hold(runs: dict, tmp_path: Path) -> None:
+    res = batchscore("report", str(runs["bench1"]), "--out", str(tmp_path / "p"))
+    assert res.returncode == 0, res.stderr
+    assert [p.name for p in (tmp_path / "p").iterdir()] == ["throughput_vs_batch.png"]  # one rank: no scaling data
+
+
+def test_report_rejects_files_it_cannot_use(tmp_path: Path) -> None:
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    (tmp_path / "broken.json").write_text("{")
+    for name, message in (("other.json", "neither a bench JSON"), ("broken.json", "cannot read as JSON"),
+                          ("missing.json", "cannot read as JSON")):
+        res = batchscore("report", str(tmp_path / name), "--out", str(tmp_path / "p"))
+        assert res.returncode == 2 and message in res.stderr and name in res.stderr
