@@ -1,6 +1,6 @@
 # Two commands for a fresh machine with Python >= 3.11 and pip:
 #   make demo   set up .venv, make the sample archive, score it with 2 MPI ranks, print the summary
-#   make test   set up .venv with the test extras, run the test suite
+#   make test   set up .venv with the test extras, run the test suite (with CI=true: on a local Slurm too)
 # Both are idempotent. MPI: a site MPI is used when `mpicc` is on PATH (mpi4py is built against it);
 # otherwise the Open MPI wheel from PyPI is installed into .venv.
 
@@ -44,7 +44,10 @@ sample: data/sample/labels.csv
 demo: install sample
 	$(ROOT_ENV) $(MPIEXEC) -n $(RANKS) $(PY) -m batchscore score --job jobs/demo.toml --overwrite
 
+# In CI (CI=true, as CI services set it) a one-node CPU Slurm is started first so tests/test_slurm.py
+# runs against a real Slurm; elsewhere those tests skip unless a Slurm is already there.
 test: install
+	@if [ "$${CI:-}" = true ]; then .ci/slurm-setup || echo "make test: no Slurm could be started; the Slurm tests will skip"; fi
 	$(ROOT_ENV) $(PY) -m pytest -q
 
 clean:

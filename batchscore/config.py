@@ -16,7 +16,9 @@ from typing import Any
 from .preprocess import Preprocess
 
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+COMPILE_MODES = ("eager", "cudagraph", "compiled")
 PRECISIONS = ("fp32", "fp16", "int8")
+CALIB_METHODS = ("entropy", "percentile", "minmax")
 
 
 class ConfigError(ValueError):
@@ -42,7 +44,18 @@ class Job:
     threads: int = 0
     commit_every: int = 8
     overwrite: bool = False
+    decode_draft: bool = False
+    incremental: bool = False
+    manifest_hash: bool = False
     preprocess: Preprocess = field(default_factory=Preprocess)
+    calib_input: tuple[Path, ...] = ()
+    calib_images: int = 300
+    calib_method: str = "entropy"
+    gate_images: int = 200
+    max_top1_drop: float = 1.0
+    cache_dir: Path | None = None
+    share_gpus: bool = False
+    compile: str = "eager"
     source: Path | None = None
 
     def with_overrides(self, **values: Any) -> "Job":
@@ -68,6 +81,14 @@ class Job:
             raise ConfigError(f"commit_every must be >= 1 batch, got {self.commit_every}")
         if not self.input:
             raise ConfigError("input is empty: give a folder, a .tar, a .h5 or a list file")
+        if self.calib_method not in CALIB_METHODS:
+            raise ConfigError(f"calib_method must be one of {', '.join(CALIB_METHODS)}; got {self.calib_method!r}")
+        if self.calib_images < 1 or self.gate_images < 1:
+            raise ConfigError("calib_images and gate_images must be >= 1")
+        if self.max_top1_drop < 0:
+            raise ConfigError(f"max_top1_drop must be >= 0 percentage points, got {self.max_top1_drop}")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}; got {self.compile!r}")
 
 
 # key -> (python types accepted, converter from TOML value)
@@ -88,6 +109,17 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "threads": ((int,), "int"),
     "commit_every": ((int,), "int"),
     "overwrite": ((bool,), "bool"),
+    "decode_draft": ((bool,), "bool"),
+    "incremental": ((bool,), "bool"),
+    "manifest_hash": ((bool,), "bool"),
+    "calib_input": ((str, list), "paths"),
+    "calib_images": ((int,), "int"),
+    "calib_method": ((str,), "str"),
+    "gate_images": ((int,), "int"),
+    "max_top1_drop": ((float, int), "float"),
+    "cache_dir": (_PATH, "path"),
+    "share_gpus": ((bool,), "bool"),
+    "compile": ((str,), "str"),
 }
 _PREPROCESS_SCHEMA: dict[str, tuple[type, ...]] = {
     "resize": (int,),
@@ -101,7 +133,8 @@ REQUIRED = ("input", "model", "output")
 
 
 def _type_name(types: tuple[type, ...]) -> str:
-    return " or ".join({"str": "string", "list": "array", "int": "integer", "bool": "boolean"}[t.__name__] for t in types)
+    names = {"str": "string", "list": "array", "int": "integer", "bool": "boolean", "float": "number"}
+    return " or ".join(names[t.__name__] for t in types)
 
 
 def _check_type(key: str, value: Any, types: tuple[type, ...]) -> None:
@@ -119,6 +152,8 @@ def _convert(key: str, value: Any, kind: str, base: Path) -> Any:
         if not all(isinstance(v, str) for v in values):
             raise ConfigError(f"{key}: expected a path or an array of paths")
         return tuple(_convert(key, v, "path", base) for v in values)
+    if kind == "float":
+        return float(value)
     if kind == "names":
         if value is True:
             return ("*",)

@@ -45,8 +45,12 @@ class Preprocess:
         return (3, self.crop, self.crop)
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode bytes to an RGB image with EXIF orientation applied; raise DecodeError with a short reason."""
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Decode bytes to an RGB image with EXIF orientation applied; raise DecodeError with a short reason.
+
+    draft: let a JPEG decode at 1/2, 1/4 or 1/8 scale while both sides stay >= draft (much faster
+    for large photos, slightly different pixels; a no-op for other formats and small images).
+    """
     if not data:
         raise DecodeError("empty file")
     try:
@@ -56,6 +60,8 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             w, h = img.size
             if w * h > max_pixels:
                 raise DecodeError(f"image too large ({w}x{h} > {max_pixels} pixels)")
+            if draft:
+                img.draft(None, draft)
             img.load()
     except DecodeError:
         raise
@@ -94,10 +100,10 @@ def to_tensor(img: Image.Image, spec: Preprocess) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def preprocess(data: bytes, spec: Preprocess) -> np.ndarray:
-    """Bytes to model input (3, crop, crop) float32; raises DecodeError for bad images."""
+def preprocess(data: bytes, spec: Preprocess, draft: bool = False) -> np.ndarray:
+    """Bytes to model input (3, crop, crop) float32; raises DecodeError for bad images. draft: see `decode`."""
     try:
-        return to_tensor(resize_crop(decode(data, spec.max_pixels), spec), spec)
+        return to_tensor(resize_crop(decode(data, spec.max_pixels, (spec.resize,) * 2 if draft else None), spec), spec)
     except DecodeError:
         raise
     except (OSError, ValueError) as exc:  # truncated data surfaces only during resize

@@ -1,11 +1,23 @@
-"""Report: per-rank statistics gathered at rank 0 → summary.json and a table on stdout."""
+"""Report: per-rank statistics gathered at rank 0 → summary.json and a table on stdout.
+
+Stages per rank: read and decode are summed over the rank's decode workers, which run beside
+the main loop; wait is how long the main loop waited for decoded input; h2d, infer, d2h and
+write are the main loop's own seconds. The bound stage is the producer's slower stage (read or
+decode) when the loop waited longer than it spent in any of its own stages, else the loop's
+slowest stage: the one to speed up first.
+"""
 
 from __future__ import annotations
 
 import socket
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-STAGES = ("read", "decode", "wait", "infer", "write")
+if TYPE_CHECKING:
+    from .pipeline import Batch
+
+STAGES = ("read", "decode", "wait", "h2d", "infer", "d2h", "write")
+LOOP_STAGES = ("h2d", "infer", "d2h", "write")
 
 
 @dataclass
@@ -28,11 +40,30 @@ class RankStats:
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def bound(self) -> str:
+        """The stage that limited this rank (see the module docstring); "" before any work."""
+        if not self.images:
+            return ""
+        loop = max(LOOP_STAGES, key=self.stages.__getitem__)
+        if self.stages["wait"] > self.stages[loop]:
+            return max(("read", "decode"), key=self.stages.__getitem__)
+        return loop
+
+    def add(self, batch: Batch) -> None:
+        """Count one batch from the decode pipeline: images, failures, read/decode/wait seconds."""
+        self.images += len(batch.keys)
+        self.failed += int((~batch.ok).sum())
+        self.stages["read"] += batch.read_seconds
+        self.stages["decode"] += batch.decode_seconds
+        self.stages["wait"] += batch.wait_seconds
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["images_per_s"] = round(self.images_per_s, 2)
         d["seconds"] = round(self.seconds, 4)
         d["stages"] = {k: round(v, 4) for k, v in self.stages.items()}
+        d["bound"] = self.bound
         return d
 
 
@@ -65,13 +96,15 @@ def format_table(summary: dict) -> str:
         + (f" ({img['resumed_from_earlier_runs']} from an earlier run)" if img["resumed_from_earlier_runs"] else ""),
         "",
         f"{'rank':>4} {'host':<16} {'device':<14} {'images':>7} {'seconds':>8} {'img/s':>8}  "
-        + " ".join(f"{s:>7}" for s in STAGES),
+        + " ".join(f"{s:>7}" for s in STAGES) + "  bound",
     ]
     for r in summary["per_rank"]:
         lines.append(f"{r['rank']:>4} {r['host'][:16]:<16} {r['device'][:14]:<14} {r['images']:>7} "
                      f"{r['seconds']:>8.2f} {r['images_per_s']:>8.1f}  "
-                     + " ".join(f"{r['stages'][s]:>7.2f}" for s in STAGES))
+                     + " ".join(f"{r['stages'][s]:>7.2f}" for s in STAGES) + f"  {r['bound']}")
     lines += [
+        "(stage columns in seconds: read and decode summed over a rank's decode workers, "
+        "wait = its loop waiting for input; bound = the stage to speed up first)",
         "",
         f"aggregate: {summary['aggregate_images_per_s']:.1f} img/s over {summary['scoring_seconds']:.2f} s of scoring "
         f"({summary['wall_seconds']:.2f} s wall incl. start-up and merge)",

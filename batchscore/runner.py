@@ -6,6 +6,8 @@ import json
 import shutil
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,12 +17,18 @@ import numpy as np
 from mpi4py import MPI
 
 from . import __version__
+from .accuracy import gate
 from .comm import Progress, cores_for_rank, log, placement
 from .config import ConfigError, Job
-from .engines import EngineOptions, choose_backend, create_engine
+from .engines import GPU_BACKENDS, Engine, EngineOptions, choose_backend, create_engine
+from .gpu import bind_gpu
+from .h5lock import check_locking, is_lock_error, lock_advice
+from .incremental import Changes, plan_changes, publish_run
 from .model import ModelError, inspect_model, model_sha256
 from .pipeline import Batch, batches, decode_executor
+from .precision import job_samples, prepare_model, variant_metadata
 from .report import RankStats, format_table, summarize
+from .signals import GracefulStop, Interrupted
 from .sources import Item, SourceError, list_items, shard
 from .writer import PARTS, PartWriter, done_keys, merge, write_json
 
@@ -41,6 +49,9 @@ class Plan:
     save_outputs: list[str]
     resumed: int
     classes: list[str]
+    incremental: Changes | None = None  # --incremental: the run under OUTPUT/runs/ and what it changes
+    model: Path | None = None  # the file scored: the job's model, or its fp16/int8 variant
+    precision_check: dict | None = None  # the accuracy gate's figures and the variant's metadata
 
     def empty_outputs(self) -> dict[str, np.ndarray]:
         """Zero-row outputs for a batch in which no image decoded."""
@@ -48,10 +59,10 @@ class Plan:
 
 
 def _fingerprint(job: Job, sha: str) -> dict:
-    """What must match for a rerun to continue an interrupted run's parts."""
-    return {"model_sha256": sha, "precision": job.precision, "top_k": job.top_k,
-            "save_outputs": list(job.save_outputs), "preprocess": asdict(job.preprocess),
-            "input": [str(p) for p in job.input]}
+    """What must match for a rerun to continue an interrupted run's parts (JSON-normalised, as stored)."""
+    return json.loads(json.dumps({"model_sha256": sha, "precision": job.precision, "top_k": job.top_k,
+                                  "save_outputs": list(job.save_outputs), "preprocess": asdict(job.preprocess),
+                                  "decode_draft": job.decode_draft, "input": [str(p) for p in job.input]}))
 
 
 def _read_classes(path: Path | None, metadata: dict[str, str]) -> list[str]:
@@ -69,7 +80,7 @@ def plan_run(job: Job) -> Plan:
         sha = model_sha256(job.model)
         items = list_items(job.input, job.hdf5_dataset)
     except (ModelError, SourceError) as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(lock_advice(job.input[0]) if is_lock_error(exc) else str(exc)) from None
     if info.num_classes is None:
         raise ConfigError(f"{job.model}: the first output needs a fixed class dimension, got {info.outputs}")
     if job.top_k > info.num_classes:
@@ -84,6 +95,15 @@ def plan_run(job: Job) -> Plan:
         raise ConfigError(f"save_outputs: outputs {dynamic} have dynamic dimensions besides the batch")
     classes = _read_classes(job.classes, info.metadata)
     backend, reason = choose_backend(job.backend)
+    model = prepare_model(job, items)  # fp32: the job's model; else its variant, built once and cached
+    gate_items = job_samples(job, items).gate if model != job.model else []
+    fingerprint = _fingerprint(job, sha)
+    if model != job.model:
+        fingerprint["variant"] = model.name  # names source hash, precision, calibration hash and method
+    changes = None
+    if job.incremental:  # only what is new or changed since the last run, scored into OUTPUT/runs/<run>
+        changes, items = plan_changes(job, items, fingerprint)
+        job = job.with_overrides(output=changes.run_dir)
 
     out = job.output
     existing = [name for name in RESULT_FILES if (out / name).exists()]
@@ -98,12 +118,15 @@ def plan_run(job: Job) -> Plan:
     except OSError as exc:
         raise ConfigError(f"output directory {out} is not writable ({exc.strerror}); "
                           "choose another --output") from None
+    check_locking(out)  # network filesystems: fail now, naming HDF5_USE_FILE_LOCKING, not mid-run
+    check = None
+    if gate_items:  # reduced precision: compare with fp32 on held-out images before anything is scored
+        check = {**gate(job, model, gate_items, backend, classes), "variant": variant_metadata(model)}
     if job.overwrite:
         shutil.rmtree(out / PARTS, ignore_errors=True)
         for name in RESULT_FILES:
             (out / name).unlink(missing_ok=True)
 
-    fingerprint = _fingerprint(job, sha)
     marker = out / PARTS / "job.json"
     done: set[str] = set()
     if marker.exists():
@@ -116,7 +139,7 @@ def plan_run(job: Job) -> Plan:
         write_json(marker, fingerprint)
     todo = [it for it in items if it.key not in done]
     return Plan(todo, [it.key for it in items], uuid.uuid4().hex[:12], backend, reason, sha,
-                shapes, save, len(items) - len(todo), classes)
+                shapes, save, len(items) - len(todo), classes, changes, model=model, precision_check=check)
 
 
 def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -135,42 +158,69 @@ def _expand(batch: Batch, values: np.ndarray, fill: float) -> np.ndarray:
     return full
 
 
-def score_shard(job: Job, plan: Plan, comm: MPI.Comm) -> RankStats:
-    """This rank's loop: decode ahead → infer → top-k → commit parts; returns its statistics."""
+def scored(engine: Engine, decoded: Iterable[Batch],
+           empty: Callable[[], dict[str, np.ndarray]]) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
+    """(batch, outputs) in order, through `infer_iter` so a GPU engine copies batch i+1 in while batch i
+    computes; a batch in which no image decoded skips the engine and gets `empty()` outputs."""
+    pending: deque[Batch] = deque()
+
+    def good_tensors() -> Iterator[np.ndarray]:
+        for batch in decoded:
+            pending.append(batch)
+            if batch.ok.any():
+                yield batch.tensors
+
+    def drain_empty() -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
+        while pending and not pending[0].ok.any():
+            yield pending.popleft(), empty()
+
+    for outputs in engine.infer_iter(good_tensors()):
+        yield from drain_empty()
+        yield pending.popleft(), outputs
+    yield from drain_empty()
+
+
+def open_engine(job: Job, backend: str, model: Path, threads: int, comm: MPI.Comm) -> Engine:
+    """Bind this rank's GPU (GPU backends; collective over `comm`), then activate its engine.
+
+    GPU engines come built or loaded from the engine cache; activation is where a cold start waits.
+    """
+    gpu = bind_gpu(comm, job.share_gpus) if backend in GPU_BACKENDS else None
+    options = EngineOptions(job.batch_size, threads, device=gpu.index if gpu else None, precision=job.precision,
+                            compile=job.compile, cache_dir=job.cache_dir)
+    return create_engine(backend, model, options).activate()
+
+
+def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> RankStats:
+    """This rank's loop, until done or `stop`: decode ahead → infer → top-k → commit parts; returns its stats."""
     where = placement(comm)
     cores = cores_for_rank(where.local_size)
     threads = job.threads or cores
-    workers = job.workers or (cores if cores > 1 else 0)
+    workers = job.workers or (cores + 1 if cores > 1 else 0)  # +1 covers a thread's GIL/read stalls (pipeline.py)
     items = shard(plan.todo, comm.rank, comm.size)
     stats = RankStats(comm.rank, local_rank=where.local_rank, threads=threads, workers=workers)
-    engine = create_engine(plan.backend, job.model,
-                           EngineOptions(job.batch_size, threads, device=where.local_rank)).activate()
-    stats.device = engine.device_name
+    engine = open_engine(job, plan.backend, plan.model, threads, comm)
+    stats.device = engine.device_name  # e.g. "cuda:1 NVIDIA H200": the bound GPU's index and name
     writer = PartWriter(job.output, plan.run_id, comm.rank)
     progress = Progress(comm, total=len(plan.all_keys), initial=plan.resumed)
     comm.Barrier()
     start = time.perf_counter()
     with decode_executor(workers) as pool:
-        wait_start = time.perf_counter()
-        for n, batch in enumerate(batches(items, job.preprocess, job.batch_size, pool, prefetch=2 * workers + 1)):
-            stats.stages["wait"] += time.perf_counter() - wait_start
-            outputs = engine.infer(batch.tensors) if batch.ok.any() else plan.empty_outputs()
+        decoded = stop.until_stopped(batches(items, job.preprocess, job.batch_size, pool,
+                                             max(2, 2 * workers // job.batch_size + 1), job.decode_draft))
+        for n, (batch, outputs) in enumerate(scored(engine, decoded, plan.empty_outputs)):
             idx, score = topk(next(iter(outputs.values())), job.top_k)
             writer.add(batch.keys, _expand(batch, idx, -1), _expand(batch, score, np.nan), batch.errors,
                        {name: _expand(batch, outputs[name], np.nan) for name in plan.save_outputs})
             if (n + 1) % job.commit_every == 0:
                 writer.commit()
-            stats.images += len(batch.keys)
-            stats.failed += int((~batch.ok).sum())
-            stats.stages["read"] += batch.read_seconds
-            stats.stages["decode"] += batch.decode_seconds
+            stats.add(batch)
             progress.update(stats.images)
-            wait_start = time.perf_counter()
     writer.commit()
+    stop.settle(incomplete=stats.images < len(items))  # collective: every rank learns if any stopped early
     stats.seconds = time.perf_counter() - start
     stats.ok = stats.images - stats.failed
-    stats.stages["infer"] = engine.infer_seconds
-    stats.stages["write"] = writer.seconds
+    stats.stages.update(engine.stage_seconds(), write=writer.seconds)
     engine.deactivate()
     progress.close(stats.images)
     return stats
@@ -184,18 +234,23 @@ def finish(job: Job, plan: Plan, stats: list[RankStats], wall_start: float) -> d
         "model": str(job.model), "model_sha256": plan.model_sha256, "run_id": plan.run_id,
         "job_file": str(job.source or ""), "output": str(job.output / "scores.h5"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "scored_model": str(plan.model), "precision_check": plan.precision_check,
     }
-    attrs = {**{k: v for k, v in info.items() if k != "output"}, "ranks": len(stats),
+    attrs = {**{k: v for k, v in info.items() if k not in ("output", "precision_check")}, "ranks": len(stats),
              "preprocess": json.dumps(asdict(job.preprocess)),
              "topk_score": f"softmax probabilities of output '{next(iter(plan.output_shapes))}'",
              "status_codes": "0 = ok, 1 = error (see 'error')"}
     if plan.classes:
         attrs["classes"] = plan.classes
+    if plan.precision_check:
+        attrs["precision_check"] = json.dumps(plan.precision_check)
     path = merge(job.output, plan.all_keys, attrs)
     with h5py.File(path, "r") as f:
-        failed = int((f["status"][:] != 0).sum())
+        failed = int((f["status"][:] != 0).sum()) if "status" in f else 0  # no rows: an incremental no-op
     summary = summarize(stats, wall_seconds=time.perf_counter() - wall_start, total_keys=len(plan.all_keys),
                         failed_total=failed, resumed=plan.resumed, info=info)
+    if plan.incremental:  # scores.h5 is published: now fold this run into OUTPUT/index.h5
+        summary["incremental"] = publish_run(plan.incremental, plan.all_keys)
     write_json(job.output / "summary.json", summary)
     shutil.rmtree(job.output / PARTS)  # scores.h5 now holds every row; the parts were only for resume
     print(format_table(summary), flush=True)
@@ -214,9 +269,20 @@ def run(job: Job, comm: MPI.Comm) -> dict | None:
     plan, error = comm.bcast((plan, error), root=0)
     if error:
         raise ConfigError(error)
+    if plan.incremental:
+        job = job.with_overrides(output=plan.incremental.run_dir)
     if comm.rank == 0:
         log(0, f"{len(plan.all_keys)} images ({plan.resumed} already done), {comm.size} rank(s), "
                f"backend {plan.backend}: {plan.backend_reason}")
-    stats = score_shard(job, plan, comm)
-    gathered = comm.gather(stats, root=0)
-    return finish(job, plan, gathered, wall_start) if comm.rank == 0 else None
+    with GracefulStop(comm) as stop:  # a signal during the merge is ignored: the merge is short and atomic
+        stats = score_shard(job, plan, comm, stop)
+        gathered = comm.gather(stats, root=0)
+        if stop.interrupted:
+            if comm.rank == 0:
+                write_json(job.output / PARTS / "interrupted.json", {
+                    "reason": stop.reason, "run_id": plan.run_id, "total": len(plan.all_keys),
+                    "scored_this_run": sum(s.images for s in gathered),
+                    "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            raise Interrupted(f"stopped by {stop.reason}; finished batches are committed in "
+                              f"{job.output / PARTS}; rerun the same command to continue")
+        return finish(job, plan, gathered, wall_start) if comm.rank == 0 else None

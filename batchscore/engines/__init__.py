@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,11 @@ import numpy as np
 #: backend name -> "module:Class", imported only when chosen.
 ADAPTERS = {
     "onnxruntime": "batchscore.engines.onnxrt:OnnxRuntimeEngine",
+    "torch": "batchscore.engines.torch_backend:TorchEngine",
+    "tensorrt": "batchscore.engines.tensorrt_backend:TensorRTEngine",
 }
+#: backends that drive a GPU: each rank binds one before creating its engine.
+GPU_BACKENDS = frozenset({"torch", "tensorrt"})
 
 
 class EngineError(RuntimeError):
@@ -27,11 +33,18 @@ class EngineError(RuntimeError):
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """What every adapter may use: batch size for buffers/profiles, CPU threads, GPU index."""
+    """What every adapter may use: batch size for buffers/profiles, CPU threads, GPU index.
+
+    GPU adapters also use the precision to run at, the compile mode ("eager", "cudagraph",
+    "compiled") and the folder where built plans/compiled artifacts are cached (None: default).
+    """
 
     batch_size: int = 32
     threads: int = 0
     device: int | None = None
+    precision: str = "fp32"
+    compile: str = "eager"
+    cache_dir: Path | None = None
 
 
 class Engine:
@@ -48,7 +61,15 @@ class Engine:
         self.output_names: list[str] = []
         self.device_name = "cpu"
         self.infer_seconds = 0.0
+        # Parts of infer_seconds that a GPU adapter spent copying in and out (it adds to them).
+        self.h2d_seconds = 0.0
+        self.d2h_seconds = 0.0
         self.batches = 0
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Host→device, compute and device→host seconds so far, for the per-stage report."""
+        compute = self.infer_seconds - self.h2d_seconds - self.d2h_seconds
+        return {"h2d": self.h2d_seconds, "infer": max(0.0, compute), "d2h": self.d2h_seconds}
 
     def activate(self) -> "Engine":
         if self.active:
@@ -70,23 +91,54 @@ class Engine:
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run one batch (N, C, H, W) float32, N ≤ batch_size; returns host arrays by output name."""
-        if not self.active:
-            raise EngineError(f"{self.name} engine used before activate()")
-        if batch.ndim != 4 or batch.dtype != np.float32:
-            raise EngineError(f"expected a float32 NCHW batch, got {batch.dtype} {batch.shape}")
-        if not 1 <= len(batch) <= self.options.batch_size:
-            raise EngineError(f"batch of {len(batch)} outside 1..{self.options.batch_size}")
+        self._check(batch)
         start = time.perf_counter()
         outputs = self._infer(batch)
         self.infer_seconds += time.perf_counter() - start
         self.batches += 1
         return outputs
 
+    def infer_iter(self, batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """Outputs of each batch, in order; GPU adapters copy batch i+1 in while batch i computes."""
+        pending = None
+        for batch in batches:
+            self._check(batch)
+            start = time.perf_counter()
+            token = self._submit(batch)
+            outputs = self._collect(pending) if pending is not None else None
+            self.infer_seconds += time.perf_counter() - start
+            pending = token
+            if outputs is not None:
+                self.batches += 1
+                yield outputs
+        if pending is not None:
+            start = time.perf_counter()
+            outputs = self._collect(pending)
+            self.infer_seconds += time.perf_counter() - start
+            self.batches += 1
+            yield outputs
+
+    def _check(self, batch: np.ndarray) -> None:
+        if not self.active:
+            raise EngineError(f"{self.name} engine used before activate()")
+        if batch.ndim != 4 or batch.dtype != np.float32:
+            raise EngineError(f"expected a float32 NCHW batch, got {batch.dtype} {batch.shape}")
+        if not 1 <= len(batch) <= self.options.batch_size:
+            raise EngineError(f"batch of {len(batch)} outside 1..{self.options.batch_size}")
+
     def _activate(self) -> None:
         raise NotImplementedError
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """One batch, start to finish; asynchronous adapters define it as `_collect(_submit(batch))`."""
         raise NotImplementedError
+
+    def _submit(self, batch: np.ndarray) -> object:
+        """Start a batch and return a token for `_collect`; by default runs it to the end at once."""
+        return self._infer(batch)
+
+    def _collect(self, token: object) -> dict[str, np.ndarray]:
+        return token  # type: ignore[return-value] - the default token is the outputs
 
     def _deactivate(self) -> None:
         """Free what `_activate` built; nothing by default."""
@@ -109,4 +161,23 @@ def choose_backend(requested: str) -> tuple[str, str]:
     """Resolve "auto" to a concrete backend; returns (backend, reason) for the summary."""
     if requested != "auto":
         return requested, "requested in the job"
-    return "onnxruntime", "auto: ONNX Runtime on the CPU (no GPU backend in this version)"
+    from ..gpu import visible_gpu_count
+
+    gpus = visible_gpu_count()
+    if gpus and find_spec("tensorrt") and find_spec("pycuda"):
+        return "tensorrt", f"auto: TensorRT and pycuda installed, {gpus} GPU(s) visible"
+    why = "no GPU visible" if not gpus else "TensorRT/pycuda not installed"
+    if find_spec("torch") and find_spec("onnx2torch"):
+        from .torch_backend import cuda_available  # imports torch: only when it may be the answer
+
+        if cuda_available():
+            return "torch", f"auto: {why}; PyTorch sees a GPU"
+        why += ", PyTorch sees no GPU"
+    else:
+        why += ", PyTorch/onnx2torch not installed"
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return "onnxruntime", (f"auto: {why}; ONNX Runtime (its CUDA provider is installed, "
+                               "but the onnxruntime backend runs on the CPU)")
+    return "onnxruntime", f"auto: {why}; ONNX Runtime on the CPU"

@@ -1,0 +1,49 @@
+"""The per-rank loop's pairing of batches and outputs, with the real ONNX Runtime engine and real files."""
+
+from pathlib import Path
+
+import numpy as np
+
+from batchscore.engines import EngineOptions, create_engine
+from batchscore.pipeline import batches, decode_executor
+from batchscore.preprocess import Preprocess
+from batchscore.runner import scored, topk
+from batchscore.sources import Item, list_items
+
+
+def test_scored_keeps_order_around_batches_without_a_good_image(tmp_path: Path, sample_dir: Path,
+                                                                model: Path) -> None:
+    good = list_items([sample_dir])[:7]
+    bad = []
+    for i in range(5):
+        (tmp_path / f"bad{i}.jpg").write_bytes(b"not a jpeg")
+        bad.append(Item(f"bad{i}", "file", str(tmp_path / f"bad{i}.jpg")))
+    # batch size 2: [bad bad] [g g] [bad g] [g g] [g g] [bad bad] -> all-bad batches first, mid and last
+    items = bad[:2] + good[:2] + [bad[2]] + good[2:7] + bad[3:]
+    engine = create_engine("onnxruntime", model, EngineOptions(batch_size=2, threads=1)).activate()
+    empty_calls = []
+
+    def empty() -> dict[str, np.ndarray]:
+        empty_calls.append(1)
+        return {"logits": np.empty((0, 10), np.float32)}
+
+    with decode_executor(0) as pool:
+        pairs = list(scored(engine, batches(items, Preprocess(), 2, pool), empty))
+    assert [key for batch, _ in pairs for key in batch.keys] == [it.key for it in items]
+    assert len(empty_calls) == 2
+    for batch, outputs in pairs:
+        logits = outputs["logits"]
+        assert len(logits) == int(batch.ok.sum())
+        if len(logits):
+            expected = engine.infer(batch.tensors)["logits"]  # the same batch alone gives the same outputs
+            np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    engine.deactivate()
+
+
+def test_topk_is_sorted_softmax() -> None:
+    logits = np.array([[1.0, 3.0, 2.0], [0.0, 0.0, 5.0]], np.float32)
+    idx, score = topk(logits, 2)
+    assert idx.tolist() == [[1, 2], [2, 0]]
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    prob = e / e.sum(1, keepdims=True)
+    np.testing.assert_allclose(score, np.take_along_axis(prob, idx, 1), rtol=1e-6)
