@@ -21,7 +21,7 @@ from mpi4py import MPI
 from .comm import cores_for_rank, log, placement
 from .config import ConfigError, Job
 from .engines import EngineOptions, choose_backend, create_engine
-from .model import ModelError, inspect_model
+from .model import ModelError, class_names, inspect_model
 from .pipeline import batches, decode_executor
 from .precision import job_samples, prepare_model, variant_metadata
 from .preprocess import Preprocess
@@ -188,16 +188,16 @@ def on_root(comm: MPI.Comm, fn: Callable[..., T], *args: Any) -> T:
 
 def _prepare(job: Job, precisions: list[str]) -> tuple[dict[str, Path], list[Item], dict[str, int], int]:
     """Rank 0: the model file of every precision, the images to evaluate, their labels, the calibration count."""
-    from .runner import _read_classes  # runner imports this module: a top-level import would be circular
 
     try:
         info = inspect_model(job.model)
         items = list_items(job.input, job.hdf5_dataset)
+        classes = class_names(job.classes, info.metadata)
     except (ModelError, SourceError) as exc:
         raise ConfigError(str(exc)) from None
     samples = job_samples(job, items)
     models = {p: prepare_model(job.with_overrides(precision=p), items) for p in precisions}
-    labels = read_labels(job.labels, _read_classes(job.classes, info.metadata)) if job.labels else {}
+    labels = read_labels(job.labels, classes) if job.labels else {}
     return models, samples.unseen, labels, len(items) - len(samples.unseen)
 
 

@@ -57,6 +57,15 @@ def inspect_model(path: Path) -> ModelInfo:
     )
 
 
+def class_names(path: Path | None, metadata: dict[str, str]) -> list[str]:
+    """Class names from a classes file (one per line), else the model's `classes` metadata, else none."""
+    if path is not None:
+        if not path.is_file():
+            raise ModelError(f"classes file not found: {path}")
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return metadata["classes"].split(",") if "classes" in metadata else []
+
+
 def model_sha256(path: Path) -> str:
     """SHA-256 over the model file and its external-data files, so a change of weights changes it."""
     info = inspect_model(path)

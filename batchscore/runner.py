@@ -24,7 +24,7 @@ from .engines import GPU_BACKENDS, Engine, EngineOptions, choose_backend, create
 from .gpu import bind_gpu
 from .h5lock import check_locking, is_lock_error, lock_advice
 from .incremental import Changes, plan_changes, publish_run
-from .model import ModelError, inspect_model, model_sha256
+from .model import ModelError, class_names, inspect_model, model_sha256
 from .pipeline import Batch, batches, decode_executor
 from .precision import job_samples, prepare_model, variant_metadata
 from .report import RankStats, format_table, summarize
@@ -65,20 +65,13 @@ def _fingerprint(job: Job, sha: str) -> dict:
                                   "decode_draft": job.decode_draft, "input": [str(p) for p in job.input]}))
 
 
-def _read_classes(path: Path | None, metadata: dict[str, str]) -> list[str]:
-    if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"classes file not found: {path}")
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return metadata["classes"].split(",") if "classes" in metadata else []
-
-
 def plan_run(job: Job) -> Plan:
     """Every check that can fail before work starts; raises ConfigError with what to fix."""
     try:
         info = inspect_model(job.model)
         sha = model_sha256(job.model)
         items = list_items(job.input, job.hdf5_dataset)
+        classes = class_names(job.classes, info.metadata)
     except (ModelError, SourceError) as exc:
         raise ConfigError(lock_advice(job.input[0]) if is_lock_error(exc) else str(exc)) from None
     if info.num_classes is None:
@@ -93,8 +86,10 @@ def plan_run(job: Job) -> Plan:
     dynamic = [n for n in save if not all(isinstance(d, int) for d in shapes[n])]
     if dynamic:
         raise ConfigError(f"save_outputs: outputs {dynamic} have dynamic dimensions besides the batch")
-    classes = _read_classes(job.classes, info.metadata)
     backend, reason = choose_backend(job.backend)
+    if backend == "torch" and job.precision == "int8":
+        raise ConfigError("the torch backend cannot run INT8 (Q/DQ) models (onnx2torch has no quantized ops); "
+                          "use backend = 'tensorrt' or 'onnxruntime' for int8, or precision = 'fp16'")
     model = prepare_model(job, items)  # fp32: the job's model; else its variant, built once and cached
     gate_items = job_samples(job, items).gate if model != job.model else []
     fingerprint = _fingerprint(job, sha)

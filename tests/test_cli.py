@@ -102,6 +102,7 @@ def test_start_up_errors_exit_2_before_any_work(tmp_path: Path, sample_dir: Path
         (["--input", str(tmp_path / "nowhere")], "input not found"),
         (["--top-k", "11"], "only 10 classes"),
         (["--save-outputs", "probs"], "model's outputs are ['logits']"),
+        (["--backend", "torch", "--precision", "int8"], "torch backend cannot run INT8"),
     ]
     (tmp_path / "afile").write_text("")
     cases.append((["--output", str(tmp_path / "afile" / "out")], "not writable"))
@@ -109,6 +110,8 @@ def test_start_up_errors_exit_2_before_any_work(tmp_path: Path, sample_dir: Path
         res = batchscore("score", "--job", str(job), *args)
         assert res.returncode == 2 and message in res.stderr, (args, res.stderr)
         assert not (tmp_path / "out" / "scores.h5").exists()
+    res = batchscore("score", "--job", str(score_job(tmp_path, sample_dir, model, classes="nope.txt")))
+    assert res.returncode == 2 and "classes file not found" in res.stderr
     bad_job = tmp_path / "bad.toml"
     bad_job.write_text('input = "x"\nmodel = "y"\noutput = "z"\nbatch_sise = 3\n')
     res = batchscore("score", "--job", str(bad_job))
