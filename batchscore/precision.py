@@ -253,14 +253,14 @@ def prepare_model(job: Job, items: list[Item] | None = None) -> Path:
         return job.model
     from filelock import FileLock
 
-    try:
-        items = list_items(job.input, job.hdf5_dataset) if items is None else items
-    except SourceError as exc:
-        raise ConfigError(str(exc)) from None
     sha = _source_sha256(job.model)
     calibration = None
     tag = f"{job.precision}-{sha[:16]}"
-    if job.precision == "int8":
+    if job.precision == "int8":  # fp16 needs no images; int8 calibrates on a sample of the input
+        try:
+            items = list_items(job.input, job.hdf5_dataset) if items is None else items
+        except SourceError as exc:
+            raise ConfigError(str(exc)) from None
         calibration = Calibration(job_samples(job, items).calibration, job.preprocess, job.calib_method,
                                   job.decode_draft, job.workers)
         tag += f"-{job.calib_method}-{calibration.sha256[:16]}"
