@@ -40,6 +40,9 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", choices=["eager", "cudagraph", "compiled"],
                    help="torch backend: eager, CUDA graphs, or AOTInductor compiled once and cached")
     g.add_argument("--cache-dir", type=Path, metavar="DIR", help="engine cache (plans, compiled models)")
+    g.add_argument("--decode", choices=["auto", "cpu", "gpu", "hybrid"],
+                   help="where images are decoded: gpu = nvJPEG on the rank's GPU (torch backend), hybrid = "
+                        "GPU and CPU workers share each batch, auto = gpu when it works here, else cpu")
     g.add_argument("--top-k", type=int, metavar="K")
     g.add_argument("--save-outputs", nargs="*", metavar="NAME",
                    help="keep full model outputs in scores.h5 (no names: all outputs)")
@@ -61,6 +64,7 @@ def job_from_args(args: argparse.Namespace) -> Job:
         batch_size=args.batch_size, backend=args.backend, precision=args.precision, top_k=args.top_k,
         save_outputs=save, workers=args.workers, threads=args.threads, overwrite=args.overwrite,
         compile=args.compile, cache_dir=args.cache_dir.resolve() if args.cache_dir else None,
+        decode=args.decode,
     )
 
 

@@ -19,6 +19,7 @@ BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 COMPILE_MODES = ("eager", "cudagraph", "compiled")
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("entropy", "percentile", "minmax")
+DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,8 @@ class Job:
     cache_dir: Path | None = None
     share_gpus: bool = False
     compile: str = "eager"
+    decode: str = "auto"
+    gpu_decode_share: float = 0.75
     source: Path | None = None
 
     def with_overrides(self, **values: Any) -> "Job":
@@ -89,6 +92,11 @@ class Job:
             raise ConfigError(f"max_top1_drop must be >= 0 percentage points, got {self.max_top1_drop}")
         if self.compile not in COMPILE_MODES:
             raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}; got {self.compile!r}")
+        if self.decode not in DECODE_MODES:
+            raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}; got {self.decode!r}")
+        if not 0.0 <= self.gpu_decode_share <= 1.0:
+            raise ConfigError(f"gpu_decode_share must be between 0 and 1 (the GPU's part of each batch in "
+                              f"decode = \"hybrid\"), got {self.gpu_decode_share}")
 
 
 # key -> (python types accepted, converter from TOML value)
@@ -120,6 +128,8 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "cache_dir": (_PATH, "path"),
     "share_gpus": ((bool,), "bool"),
     "compile": ((str,), "str"),
+    "decode": ((str,), "str"),
+    "gpu_decode_share": ((float, int), "float"),
 }
 _PREPROCESS_SCHEMA: dict[str, tuple[type, ...]] = {
     "resize": (int,),

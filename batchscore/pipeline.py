@@ -10,7 +10,9 @@ batch that turns invalid when the next one is asked for, so each batch gets a fr
 
 Work is submitted per image, in order, with at most `prefetch` batches in flight (a bounded
 queue), so memory stays flat on any archive size and output order is the input order. A bad
-image becomes an error entry in its batch; it never fails the batch or the run.
+image becomes an error entry in its batch; it never fails the batch or the run. With a GPU decoder
+(gpudecode.py) the workers only read, and each batch is decoded on the GPU instead (or a share of
+it, `decode = "hybrid"`); its tensors are then a torch tensor on that GPU.
 """
 
 from __future__ import annotations
@@ -18,56 +20,75 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .preprocess import DecodeError, Preprocess, preprocess
 from .sources import Item, Reader
 
+if TYPE_CHECKING:
+    from .gpudecode import GpuDecoder
+
+#: (a call that waits for the batch and returns it, the futures to cancel if the consumer stops)
+Started = tuple[Callable[[], "Batch"], list[Future]]
+
 
 @dataclass
 class Batch:
     """One batch: keys in order, the tensors of the good ones, an error text per key ("" = ok).
 
+    tensors: a float32 NCHW host array, or a torch tensor on the GPU when decoded there.
     read/decode seconds are summed over the images (they ran in parallel workers); wait is how
-    long the consumer blocked between asking for this batch and getting it.
+    long the consumer blocked between asking for this batch and getting it. decoders counts the
+    images each decoder handled ("cpu", "gpu", "cpu_fallback") and those none could ("failed").
     """
 
     keys: list[str]
-    tensors: np.ndarray
+    tensors: np.ndarray | Any
     errors: list[str]
     read_seconds: float = 0.0
     decode_seconds: float = 0.0
     wait_seconds: float = 0.0
+    decoders: dict[str, int] = field(default_factory=dict)
     ok: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.ok = np.array([not e for e in self.errors], dtype=bool)
+        if not self.decoders:  # decoded on the CPU workers
+            self.decoders = {"cpu": int(self.ok.sum()), "failed": int((~self.ok).sum())}
 
 
 _local = threading.local()
 
 
-def decode_into(out: np.ndarray, item: Item, spec: Preprocess, draft: bool = False) -> tuple[str, float, float]:
-    """Read and preprocess one item into `out`; returns (error or "", read seconds, decode seconds)."""
+def read_item(item: Item) -> tuple[bytes | None, str, float]:
+    """The item's encoded bytes (None when unreadable), the error or "", and the seconds it took."""
     reader = getattr(_local, "reader", None)
     if reader is None:
         reader = _local.reader = Reader()  # one per thread: tar and HDF5 handles are not shared
     t0 = time.perf_counter()
     try:
-        data = reader.read(item)
+        return reader.read(item), "", time.perf_counter() - t0
     except (OSError, ValueError) as exc:
-        return f"read failed: {exc}", time.perf_counter() - t0, 0.0
+        return None, f"read failed: {exc}", time.perf_counter() - t0
+
+
+def decode_into(out: np.ndarray, item: Item, spec: Preprocess, draft: bool = False) -> tuple[str, float, float]:
+    """Read and preprocess one item into `out`; returns (error or "", read seconds, decode seconds)."""
+    data, error, read_s = read_item(item)
+    if data is None:
+        return error, read_s, 0.0
     t1 = time.perf_counter()
     try:
         out[...] = preprocess(data, spec, draft=draft)
         error = ""
     except DecodeError as exc:
         error = str(exc)
-    return error, t1 - t0, time.perf_counter() - t1
+    return error, read_s, time.perf_counter() - t1
 
 
 class _Inline(Executor):
@@ -84,16 +105,32 @@ def decode_executor(workers: int) -> Executor:
     return ThreadPoolExecutor(workers, thread_name_prefix="decode") if workers else _Inline()
 
 
+def cpu_batch(chunk: Sequence[Item], spec: Preprocess, executor: Executor, draft: bool = False) -> Started:
+    """Start decoding `chunk` on the CPU workers, each image straight into the batch's array."""
+    array = np.empty((len(chunk), *spec.shape), np.float32)
+    futures = [executor.submit(decode_into, array[i], it, spec, draft) for i, it in enumerate(chunk)]
+
+    def finish() -> Batch:
+        errors, read_s, decode_s = zip(*(f.result() for f in futures)) if futures else ((), (), ())
+        batch = Batch([it.key for it in chunk], array, list(errors), sum(read_s), sum(decode_s))
+        if not batch.ok.all():
+            batch.tensors = array[batch.ok]  # the engine gets the good images only
+        return batch
+
+    return finish, futures
+
+
 def batches(items: Sequence[Item], spec: Preprocess, batch_size: int, executor: Executor,
-            prefetch: int = 2, draft: bool = False) -> Iterator[Batch]:
-    """Decoded batches of `items` in input order, with up to `prefetch` batches decoding ahead."""
-    pending: deque[tuple[Sequence[Item], np.ndarray, list[Future]]] = deque()
+            prefetch: int = 2, draft: bool = False, gpu: GpuDecoder | None = None) -> Iterator[Batch]:
+    """Decoded batches of `items` in input order, with up to `prefetch` batches decoding ahead.
+
+    gpu: decode each batch (or its `share`) on that GPU decoder, the workers reading its bytes.
+    """
+    start_batch = gpu.start_batch if gpu is not None else cpu_batch
+    pending: deque[Started] = deque()
 
     def submit(start: int) -> None:
-        chunk = items[start:start + batch_size]
-        array = np.empty((len(chunk), *spec.shape), np.float32)
-        pending.append((chunk, array, [executor.submit(decode_into, array[i], it, spec, draft)
-                                       for i, it in enumerate(chunk)]))
+        pending.append(start_batch(items[start:start + batch_size], spec, executor, draft))
 
     asked = time.perf_counter()
     starts = iter(range(0, len(items), batch_size))
@@ -103,18 +140,15 @@ def batches(items: Sequence[Item], spec: Preprocess, batch_size: int, executor: 
             break
     try:
         while pending:
-            chunk, array, futures = pending.popleft()
-            errors, read_s, decode_s = zip(*(f.result() for f in futures))
+            finish, _ = pending.popleft()
+            batch = finish()
             nxt = next(starts, None)
             if nxt is not None:
                 submit(nxt)  # decodes right here with the inline executor: that is waiting too
-            batch = Batch([it.key for it in chunk], array, list(errors), sum(read_s), sum(decode_s),
-                          time.perf_counter() - asked)
-            if not batch.ok.all():
-                batch.tensors = array[batch.ok]  # the engine gets the good images only
+            batch.wait_seconds = time.perf_counter() - asked
             yield batch
             asked = time.perf_counter()
     finally:  # the consumer stopped early (a signal, an error): drop the work not started yet
-        for _, _, futures in pending:
+        for _, futures in pending:
             for future in futures:
                 future.cancel()

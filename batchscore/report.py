@@ -35,6 +35,7 @@ class RankStats:
     failed: int = 0
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    decoders: dict[str, int] = field(default_factory=dict)  # images per decoder (pipeline.Batch.decoders)
 
     @property
     def images_per_s(self) -> float:
@@ -57,6 +58,8 @@ class RankStats:
         self.stages["read"] += batch.read_seconds
         self.stages["decode"] += batch.decode_seconds
         self.stages["wait"] += batch.wait_seconds
+        for name, count in batch.decoders.items():
+            self.decoders[name] = self.decoders.get(name, 0) + count
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -73,11 +76,16 @@ def summarize(stats: list[RankStats], *, wall_seconds: float, total_keys: int, f
     scoring = max((s.seconds for s in stats), default=0.0)
     images = sum(s.images for s in stats)
     per_rank = [s.images_per_s for s in stats if s.images]
+    decoders: dict[str, int] = {}
+    for s in stats:
+        for name, count in s.decoders.items():
+            decoders[name] = decoders.get(name, 0) + count
     return {
         **info,
         "images": {"total": total_keys, "ok": total_keys - failed_total, "failed": failed_total,
                    "scored_this_run": images, "resumed_from_earlier_runs": resumed},
         "ranks": len(stats),
+        "decoders": decoders,
         "per_rank": [s.as_dict() for s in stats],
         "aggregate_images_per_s": round(images / scoring, 2) if scoring > 0 else 0.0,
         "mean_rank_images_per_s": round(sum(per_rank) / len(per_rank), 2) if per_rank else 0.0,
@@ -94,6 +102,8 @@ def format_table(summary: dict) -> str:
         f"batch={summary['batch_size']}  ranks={summary['ranks']}",
         f"images: {img['total']} total, {img['ok']} ok, {img['failed']} failed"
         + (f" ({img['resumed_from_earlier_runs']} from an earlier run)" if img["resumed_from_earlier_runs"] else ""),
+        f"decode: {summary.get('decode', 'cpu')} ({summary.get('decode_reason', '')}); images by decoder: "
+        + (", ".join(f"{k} {v}" for k, v in summary.get("decoders", {}).items()) or "none"),
         "",
         f"{'rank':>4} {'host':<16} {'device':<14} {'images':>7} {'seconds':>8} {'img/s':>8}  "
         + " ".join(f"{s:>7}" for s in STAGES) + "  bound",

@@ -22,6 +22,7 @@ from .comm import Progress, cores_for_rank, log, placement
 from .config import ConfigError, Job
 from .engines import GPU_BACKENDS, Engine, EngineOptions, choose_backend, create_engine
 from .gpu import bind_gpu
+from .gpudecode import choose_decode, gpu_decoder
 from .h5lock import check_locking, is_lock_error, lock_advice
 from .incremental import Changes, plan_changes, publish_run
 from .model import ModelError, class_names, inspect_model, model_sha256
@@ -52,6 +53,8 @@ class Plan:
     incremental: Changes | None = None  # --incremental: the run under OUTPUT/runs/ and what it changes
     model: Path | None = None  # the file scored: the job's model, or its fp16/int8 variant
     precision_check: dict | None = None  # the accuracy gate's figures and the variant's metadata
+    decode: str = "cpu"  # "cpu", "gpu" or "hybrid": job.decode resolved for this backend (gpudecode.py)
+    decode_reason: str = ""
 
     def empty_outputs(self) -> dict[str, np.ndarray]:
         """Zero-row outputs for a batch in which no image decoded."""
@@ -62,7 +65,8 @@ def _fingerprint(job: Job, sha: str) -> dict:
     """What must match for a rerun to continue an interrupted run's parts (JSON-normalised, as stored)."""
     return json.loads(json.dumps({"model_sha256": sha, "precision": job.precision, "top_k": job.top_k,
                                   "save_outputs": list(job.save_outputs), "preprocess": asdict(job.preprocess),
-                                  "decode_draft": job.decode_draft, "input": [str(p) for p in job.input]}))
+                                  "decode_draft": job.decode_draft, "decode": job.decode,
+                                  "input": [str(p) for p in job.input]}))
 
 
 def plan_run(job: Job) -> Plan:
@@ -90,6 +94,7 @@ def plan_run(job: Job) -> Plan:
     if backend == "torch" and job.precision == "int8":
         raise ConfigError("the torch backend cannot run INT8 (Q/DQ) models (onnx2torch has no quantized ops); "
                           "use backend = 'tensorrt' or 'onnxruntime' for int8, or precision = 'fp16'")
+    decode, decode_reason = choose_decode(job.decode, backend)
     model = prepare_model(job, items)  # fp32: the job's model; else its variant, built once and cached
     gate_items = job_samples(job, items).gate if model != job.model else []
     fingerprint = _fingerprint(job, sha)
@@ -134,7 +139,8 @@ def plan_run(job: Job) -> Plan:
         write_json(marker, fingerprint)
     todo = [it for it in items if it.key not in done]
     return Plan(todo, [it.key for it in items], uuid.uuid4().hex[:12], backend, reason, sha,
-                shapes, save, len(items) - len(todo), classes, changes, model=model, precision_check=check)
+                shapes, save, len(items) - len(todo), classes, changes, model=model, precision_check=check,
+                decode=decode, decode_reason=decode_reason)
 
 
 def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -198,11 +204,12 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
     stats.device = engine.device_name  # e.g. "cuda:1 NVIDIA H200": the bound GPU's index and name
     writer = PartWriter(job.output, plan.run_id, comm.rank)
     progress = Progress(comm, total=len(plan.all_keys), initial=plan.resumed)
-    comm.Barrier()
-    start = time.perf_counter()
-    with decode_executor(workers) as pool:
+    with (decode_executor(workers) as pool,
+          gpu_decoder(plan.decode, job, engine.options.device, comm.rank) as gpu):  # None: decode on the CPU
+        comm.Barrier()
+        start = time.perf_counter()
         decoded = stop.until_stopped(batches(items, job.preprocess, job.batch_size, pool,
-                                             max(2, 2 * workers // job.batch_size + 1), job.decode_draft))
+                                             max(2, 2 * workers // job.batch_size + 1), job.decode_draft, gpu))
         for n, (batch, outputs) in enumerate(scored(engine, decoded, plan.empty_outputs)):
             idx, score = topk(next(iter(outputs.values())), job.top_k)
             writer.add(batch.keys, _expand(batch, idx, -1), _expand(batch, score, np.nan), batch.errors,
@@ -230,6 +237,7 @@ def finish(job: Job, plan: Plan, stats: list[RankStats], wall_start: float) -> d
         "job_file": str(job.source or ""), "output": str(job.output / "scores.h5"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "scored_model": str(plan.model), "precision_check": plan.precision_check,
+        "decode": plan.decode, "decode_reason": plan.decode_reason,
     }
     attrs = {**{k: v for k, v in info.items() if k not in ("output", "precision_check")}, "ranks": len(stats),
              "preprocess": json.dumps(asdict(job.preprocess)),
@@ -268,7 +276,7 @@ def run(job: Job, comm: MPI.Comm) -> dict | None:
         job = job.with_overrides(output=plan.incremental.run_dir)
     if comm.rank == 0:
         log(0, f"{len(plan.all_keys)} images ({plan.resumed} already done), {comm.size} rank(s), "
-               f"backend {plan.backend}: {plan.backend_reason}")
+               f"backend {plan.backend}: {plan.backend_reason}; decode {plan.decode}: {plan.decode_reason}")
     with GracefulStop(comm) as stop:  # a signal during the merge is ignored: the merge is short and atomic
         stats = score_shard(job, plan, comm, stop)
         gathered = comm.gather(stats, root=0)

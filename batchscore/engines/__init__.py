@@ -51,6 +51,8 @@ class Engine:
     """Base class: one model, one device, run batch by batch."""
 
     name = "engine"
+    #: whether `infer`/`infer_iter` also take a batch already on the engine's GPU (a torch CUDA tensor)
+    device_batches = False
 
     def __init__(self, model: Path, options: EngineOptions = EngineOptions()) -> None:
         self.model = Path(model)
@@ -99,7 +101,10 @@ class Engine:
         return outputs
 
     def infer_iter(self, batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        """Outputs of each batch, in order; GPU adapters copy batch i+1 in while batch i computes."""
+        """Outputs of each batch, in order; GPU adapters copy batch i+1 in while batch i computes.
+
+        A batch may also be on the GPU already (GPU decode) where the adapter has `device_batches`.
+        """
         pending = None
         for batch in batches:
             self._check(batch)
@@ -121,8 +126,10 @@ class Engine:
     def _check(self, batch: np.ndarray) -> None:
         if not self.active:
             raise EngineError(f"{self.name} engine used before activate()")
-        if batch.ndim != 4 or batch.dtype != np.float32:
-            raise EngineError(f"expected a float32 NCHW batch, got {batch.dtype} {batch.shape}")
+        float32 = batch.dtype == np.float32 if isinstance(batch, np.ndarray) else (
+            self.device_batches and str(batch.dtype) == "torch.float32")
+        if batch.ndim != 4 or not float32:
+            raise EngineError(f"expected a float32 NCHW batch, got {batch.dtype} {tuple(batch.shape)}")
         if not 1 <= len(batch) <= self.options.batch_size:
             raise EngineError(f"batch of {len(batch)} outside 1..{self.options.batch_size}")
 

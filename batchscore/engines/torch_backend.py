@@ -109,6 +109,7 @@ class Slot:
 
 class TorchEngine(Engine):
     name = "torch"
+    device_batches = True  # a CUDA tensor (gpudecode.py) is copied device to device, no host staging
 
     def _activate(self) -> None:
         o = self.options
@@ -206,20 +207,28 @@ class TorchEngine(Engine):
         # eager runs exactly the rows given; compiled and graphed runs have a static batch (padded)
         return self.module(slot.dev_in if self.options.compile == "compiled" else slot.dev_in[:rows])
 
-    def _submit(self, batch: np.ndarray) -> object:
+    def _submit(self, batch: np.ndarray | torch.Tensor) -> object:
+        on_device = isinstance(batch, torch.Tensor)
+        if on_device and batch.device != self.device:
+            raise EngineError(f"a batch on {batch.device} given to the torch engine on {self.device}")
         if self.device.type == "cpu":
             with torch.inference_mode():
                 return [t.numpy() for t in self.module(torch.from_numpy(batch))]
         slot = self.slots[self.next]
         self.next = (self.next + 1) % SLOTS
         n = slot.rows = len(batch)
-        slot.host_in[:n].copy_(torch.from_numpy(batch))  # multi-threaded copy into page-locked memory
+        if not on_device:
+            slot.host_in[:n].copy_(torch.from_numpy(batch))  # multi-threaded copy into page-locked memory
         rows = n if self.options.compile == "eager" else self.options.batch_size
         with torch.inference_mode():
             with torch.cuda.stream(self.copy_stream):
                 self.copy_stream.wait_event(slot.done)  # the compute that last read this set is over
                 slot.copy_start.record()
-                slot.dev_in[:rows].copy_(slot.host_in[:rows], non_blocking=True)
+                if on_device:  # decoded on this GPU and ready (its stream synchronized): copy it in place
+                    batch.record_stream(self.copy_stream)  # its memory is not reused before the copy ran
+                    slot.dev_in[:n].copy_(batch, non_blocking=True)
+                else:
+                    slot.dev_in[:rows].copy_(slot.host_in[:rows], non_blocking=True)
                 slot.copied.record()
             with torch.cuda.stream(self.compute_stream):
                 self.compute_stream.wait_event(slot.copied)

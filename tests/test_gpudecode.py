@@ -1,0 +1,170 @@
+"""GPU decode, the parts that need no GPU: choosing the decode mode (and its exit-2 errors, for real
+through the command line), the summary's per-decoder counts, and which bytes nvJPEG may take: the
+header check agrees with Pillow on orientation and routes everything else to the CPU path.
+The GPU side (tensors against the CPU path, bad images inside a GPU batch) is tests/gpu/test_gpudecode.py."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from batchscore.config import ConfigError, job_from_dict
+from batchscore.gpudecode import choose_decode, gpu_route, resize_crop_normalise
+from batchscore.preprocess import Preprocess, decode, preprocess
+from conftest import batchscore, write_job
+
+
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hide every GPU (CUDA_VISIBLE_DEVICES=""), so the outcome is the same on any machine."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
+def jpeg(image: Image.Image, **save: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", **save)
+    return buf.getvalue()
+
+
+def exif_block(orientation: int, order: str) -> bytes:
+    """An APP1 EXIF payload holding only IFD0's Orientation, little ("II") or big ("MM") endian."""
+    e = "little" if order == "II" else "big"
+    magic = b"II*\0" if order == "II" else b"MM\0*"
+    entry = (0x0112).to_bytes(2, e) + (3).to_bytes(2, e) + (1).to_bytes(4, e) + orientation.to_bytes(2, e) + b"\0\0"
+    return b"Exif\0\0" + magic + (8).to_bytes(4, e) + (1).to_bytes(2, e) + entry + (0).to_bytes(4, e)
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("args,why", [
+    (["--backend", "onnxruntime", "--decode", "gpu"], "feeds the torch backend only"),
+    (["--backend", "torch", "--decode", "hybrid"], "no GPU is visible"),
+])
+def test_gpu_decode_that_cannot_run_fails_at_start_with_exit_2(tmp_path: Path, sample_dir: Path, model: Path,
+                                                               no_gpu: None, args: list[str], why: str) -> None:
+    job = write_job(tmp_path / "job.toml", input=str(sample_dir), model=str(model), output=str(tmp_path / "out"))
+    res = batchscore("score", "--job", str(job), *args)
+    assert res.returncode == 2, res.stderr
+    assert "cannot run" in res.stderr and why in res.stderr and 'decode = "cpu"' in res.stderr
+    assert not (tmp_path / "out" / "scores.h5").exists()
+
+
+def test_auto_decodes_on_the_cpu_without_a_gpu_and_counts_images_per_decoder(tmp_path: Path, sample_dir: Path,
+                                                                             model: Path, no_gpu: None) -> None:
+    (tmp_path / "in").mkdir()
+    for p in sorted(sample_dir.rglob("*.jpg"))[:10]:
+        (tmp_path / "in" / p.name).write_bytes(p.read_bytes())
+    (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    job = write_job(tmp_path / "job.toml", input=str(tmp_path / "in"), model=str(model),
+                    output=str(tmp_path / "out"), backend="onnxruntime", batch_size=4, workers=2)
+    res = batchscore("score", "--job", str(job))
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["decode"] == "cpu" and summary["decode_reason"].startswith("auto: backend 'onnxruntime'")
+    assert summary["decoders"] == {"cpu": 10, "failed": 1} == summary["per_rank"][0]["decoders"]
+    assert "decode: cpu (auto: " in res.stdout and "images by decoder: cpu 10, failed 1" in res.stdout
+
+
+def test_choose_decode(no_gpu: None) -> None:
+    assert choose_decode("cpu", "torch") == ("cpu", "requested in the job")
+    mode, reason = choose_decode("auto", "torch")
+    assert mode == "cpu" and "no GPU is visible" in reason
+    with pytest.raises(ConfigError, match="nvImageCodec decode for TensorRT is not implemented"):
+        choose_decode("gpu", "tensorrt")
+
+
+@pytest.mark.parametrize("values,message", [({"decode": "fast"}, "decode must be one of auto, cpu, gpu, hybrid"),
+                                            ({"gpu_decode_share": 1.5}, "gpu_decode_share must be between 0 and 1"),
+                                            ({"gpu_decode_share": "half"}, "gpu_decode_share: expected number")])
+def test_decode_keys_are_checked(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        job_from_dict({"input": "x", "model": "m.onnx", "output": "o", **values}, Path("/"))
+    assert job_from_dict({"input": "x", "model": "m.onnx", "output": "o", "gpu_decode_share": 1},
+                         Path("/")).gpu_decode_share == 1.0
+
+
+def test_sample_jpegs_go_to_the_gpu_and_other_formats_to_the_cpu(sample_dir: Path) -> None:
+    files = sorted(sample_dir.rglob("*.jpg")) + sorted(sample_dir.rglob("*.png"))
+    routes = {p.suffix: set() for p in files}
+    for p in files:
+        routes[p.suffix].add(gpu_route(p.read_bytes()))
+    assert routes == {".jpg": {""}, ".png": {"not a JPEG"}}  # grayscale JPEGs included: nvJPEG makes RGB
+
+
+def test_jpeg_kinds_nvjpeg_takes_and_those_it_must_not(photo: Image.Image) -> None:
+    assert gpu_route(jpeg(photo)) == ""
+    assert gpu_route(jpeg(photo, progressive=True)) == ""
+    assert gpu_route(jpeg(photo.convert("L"))) == ""
+    assert gpu_route(jpeg(photo) + b"\0" * 64) == ""  # padding after the end marker is harmless
+    assert gpu_route(jpeg(photo.convert("CMYK"))) == "4-component JPEG (CMYK or YCCK)"
+    assert gpu_route(jpeg(photo, keep_rgb=True)) == "RGB-coded JPEG (not YCbCr)"
+    assert gpu_route(jpeg(photo)[:-100]) == "no end-of-image marker (truncated?)"
+    assert gpu_route(jpeg(photo), max_pixels=40 * 30 - 1) == "too many pixels"
+    sof = jpeg(photo).index(b"\xff\xc0")
+    for offset, value in ((11, 0x00), (11, 0x51), (12, 0x03)):  # sampling factors 0 or 5; undefined table 3
+        broken = bytearray(jpeg(photo))
+        broken[sof + offset] = value
+        assert gpu_route(bytes(broken)) == "corrupt JPEG header"
+    lossless = jpeg(photo).replace(b"\xff\xc0", b"\xff\xc3", 1)
+    assert gpu_route(lossless) == "JPEG process SOF3 (lossless or arithmetic coding)"
+    assert gpu_route(b"\xff\xd8\xff\xe0\x00\x10garbage") == "corrupt JPEG header"
+    assert gpu_route(b"") == "not a JPEG"
+    png = io.BytesIO()
+    photo.save(png, "PNG")
+    assert gpu_route(png.getvalue()) == "not a JPEG"
+
+
+@pytest.mark.parametrize("order", ["II", "MM"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_routes_as_pillow_rotates(photo: Image.Image, orientation: int, order: str) -> None:
+    data = jpeg(photo, exif=exif_block(orientation, order))
+    image = Image.open(io.BytesIO(data))
+    assert image.getexif().get(0x0112) == orientation  # Pillow reads the block as written
+    turned = ImageOps.exif_transpose(image).tobytes() != Image.open(io.BytesIO(data)).tobytes()
+    assert gpu_route(data) == ("EXIF orientation" if orientation != 1 else "")
+    assert turned == (orientation != 1)
+
+
+def test_xmp_orientation_counts_only_without_exif(photo: Image.Image) -> None:
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    rotated = jpeg(photo, xmp=xmp)
+    assert ImageOps.exif_transpose(Image.open(io.BytesIO(rotated))).size == (30, 40)  # Pillow turns it
+    assert gpu_route(rotated) == "EXIF orientation"
+    upright = jpeg(photo, xmp=xmp, exif=exif_block(1, "II"))  # EXIF wins over XMP, in Pillow too
+    assert ImageOps.exif_transpose(Image.open(io.BytesIO(upright))).size == (40, 30)
+    assert gpu_route(upright) == ""
+
+
+@pytest.mark.parametrize("spec", [Preprocess(), Preprocess(resize=160, crop=128, channel_order="BGR",
+                                                             mean=(0.4, 0.45, 0.5), std=(0.2, 0.25, 0.3))])
+def test_gpu_tensor_steps_match_the_cpu_path_within_one_level(sample_dir: Path, spec: Preprocess) -> None:
+    """The steps after nvJPEG (resize, crop, normalise, channel order), run on the CPU from Pillow's pixels."""
+    torch = pytest.importorskip("torch")
+    files = sorted(sample_dir.rglob("*.jpg")) + sorted(sample_dir.rglob("*.png"))
+    files.append(files[0])  # two images of one size share one resize call
+    pixels = {i: torch.from_numpy(np.asarray(decode(p.read_bytes())).transpose(2, 0, 1).copy())
+              for i, p in enumerate(files)}
+    assert min(min(t.shape[1:]) for t in pixels.values()) < 256 < max(min(t.shape[1:]) for t in pixels.values())
+    out = torch.full((len(files), *spec.shape), float("nan"))
+    resize_crop_normalise(out, pixels, spec)
+    diff = np.abs(out.numpy() - np.stack([preprocess(p.read_bytes(), spec) for p in files]))
+    level = 1 / (255 * min(spec.std))  # one 8-bit step in normalised units
+    assert diff.max() <= 1.05 * level and diff.mean() < 0.25 * level
+
+
+def test_only_engines_that_take_gpu_batches_accept_tensors(model: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from batchscore.engines import EngineError, EngineOptions, create_engine
+
+    with create_engine("onnxruntime", model, EngineOptions(batch_size=2, threads=1)) as engine:
+        with pytest.raises(EngineError, match="expected a float32 NCHW batch"):
+            engine.infer(torch.zeros((1, 3, 224, 224)))
