@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 from pathlib import Path
 
@@ -14,20 +13,14 @@ import pytest
 from PIL import Image
 
 from batchscore.preprocess import Preprocess, preprocess
+from conftest import load_make_sample
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MODEL = DATA / "model.onnx"
 HELDOUT_START = 5000  # disjoint from training (100000..) and the demo archive (0..599)
 
 
-def _load_make_sample():
-    spec = importlib.util.spec_from_file_location("make_sample", DATA / "make_sample.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-make_sample = _load_make_sample()
+make_sample = load_make_sample()
 
 
 def _files(root: Path) -> dict[str, bytes]:
