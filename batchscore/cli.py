@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import ConfigError, Job, load_job
+from .config import (BACKENDS, CALIB_METHODS, COMPILE_MODES, DECODE_MODES, PRECISIONS, ConfigError, Job,
+                     load_job)
 
 DEMO_JOB = Path("jobs/demo.toml")
 
@@ -35,12 +36,12 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", type=Path, metavar="ONNX", help="ONNX model file")
     g.add_argument("--output", type=Path, metavar="DIR", help="results folder (scores.h5, summary.json)")
     g.add_argument("--batch-size", type=int, metavar="N")
-    g.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "tensorrt"])
-    g.add_argument("--precision", choices=["fp32", "fp16", "int8"])
-    g.add_argument("--compile", choices=["eager", "cudagraph", "compiled"],
+    g.add_argument("--backend", choices=BACKENDS)
+    g.add_argument("--precision", choices=PRECISIONS)
+    g.add_argument("--compile", choices=COMPILE_MODES,
                    help="torch backend: eager, CUDA graphs, or AOTInductor compiled once and cached")
     g.add_argument("--cache-dir", type=Path, metavar="DIR", help="engine cache (plans, compiled models)")
-    g.add_argument("--decode", choices=["auto", "cpu", "gpu", "hybrid"],
+    g.add_argument("--decode", choices=DECODE_MODES,
                    help="where images are decoded: gpu = nvJPEG on the rank's GPU (torch backend), hybrid = "
                         "GPU and CPU workers share each batch, auto = gpu when it works here, else cpu")
     g.add_argument("--top-k", type=int, metavar="K")
@@ -132,13 +133,13 @@ def cmd_build(args: argparse.Namespace, comm) -> int:  # noqa: ANN001 - MPI.Comm
 
 def add_quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, metavar="ONNX", help="FP32 source model")
-    p.add_argument("--precision", choices=["fp16", "int8"], required=True)
+    p.add_argument("--precision", choices=PRECISIONS[1:], required=True)
     p.add_argument("--output", type=Path, required=True, metavar="ONNX", help="variant to write")
     p.add_argument("--calib", type=Path, nargs="+", metavar="INPUT",
                    help="int8: folder, .tar, .h5 or list file(s) to draw calibration images from")
     p.add_argument("--calib-images", type=int, default=300, metavar="N",
                    help="int8: images in the seeded calibration sample (default: 300)")
-    p.add_argument("--method", choices=["entropy", "percentile", "minmax"], default="entropy",
+    p.add_argument("--method", choices=CALIB_METHODS, default="entropy",
                    help="int8: calibration method (default: entropy)")
     p.add_argument("--job", type=Path, default=None, metavar="FILE",
                    help="take the [preprocess] settings (and hdf5_dataset) from this job file")
@@ -204,8 +205,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--job", type=Path, default=None, metavar="FILE",
                    help="job for the model, backend, threads, cache and int8 calibration (default: jobs/demo.toml)")
     p.add_argument("--model", type=Path, metavar="ONNX", help="ONNX model (default: the job's)")
-    p.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "tensorrt"], help="default: the job's")
-    p.add_argument("--precision", nargs="+", choices=["fp32", "fp16", "int8"], default=["fp32"], metavar="P",
+    p.add_argument("--backend", choices=BACKENDS, help="default: the job's")
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"], metavar="P",
                    help="precisions to sweep, of fp32 fp16 int8 (default: fp32)")
     sizes = p.add_mutually_exclusive_group()
     sizes.add_argument("--max-batch", type=int, default=256, metavar="N",

@@ -20,6 +20,9 @@ COMPILE_MODES = ("eager", "cudagraph", "compiled")
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("entropy", "percentile", "minmax")
 DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
+#: job keys whose value must be one of a fixed list
+CHOICES = {"backend": BACKENDS, "precision": PRECISIONS, "calib_method": CALIB_METHODS,
+           "compile": COMPILE_MODES, "decode": DECODE_MODES}
 
 
 class ConfigError(ValueError):
@@ -70,30 +73,24 @@ class Job:
 
     def validate(self) -> None:
         """Check values that types alone cannot: ranges and choices."""
+        for key, choices in CHOICES.items():
+            value = getattr(self, key)
+            if value not in choices:
+                raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.top_k < 1:
             raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.workers < 0 or self.threads < 0:
             raise ConfigError("workers and threads must be >= 0 (0 = size from the cores this rank owns)")
         if self.commit_every < 1:
             raise ConfigError(f"commit_every must be >= 1 batch, got {self.commit_every}")
         if not self.input:
             raise ConfigError("input is empty: give a folder, a .tar, a .h5 or a list file")
-        if self.calib_method not in CALIB_METHODS:
-            raise ConfigError(f"calib_method must be one of {', '.join(CALIB_METHODS)}; got {self.calib_method!r}")
         if self.calib_images < 1 or self.gate_images < 1:
             raise ConfigError("calib_images and gate_images must be >= 1")
         if self.max_top1_drop < 0:
             raise ConfigError(f"max_top1_drop must be >= 0 percentage points, got {self.max_top1_drop}")
-        if self.compile not in COMPILE_MODES:
-            raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}; got {self.compile!r}")
-        if self.decode not in DECODE_MODES:
-            raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}; got {self.decode!r}")
         if not 0.0 <= self.gpu_decode_share <= 1.0:
             raise ConfigError(f"gpu_decode_share must be between 0 and 1 (the GPU's part of each batch in "
                               f"decode = \"hybrid\"), got {self.gpu_decode_share}")
