@@ -66,9 +66,12 @@ def class_names(path: Path | None, metadata: dict[str, str]) -> list[str]:
     return metadata["classes"].split(",") if "classes" in metadata else []
 
 
-def model_sha256(path: Path) -> str:
-    """SHA-256 over the model file and its external-data files, so a change of weights changes it."""
-    info = inspect_model(path)
+def model_sha256(path: Path, info: ModelInfo | None = None) -> str:
+    """SHA-256 over the model file and its external-data files, so a change of weights changes it.
+
+    Pass the `inspect_model` result when the caller has it, so the graph is not parsed twice.
+    """
+    info = info or inspect_model(path)
     digest = hashlib.sha256()
     for file in (path, *info.external_files):
         with open(file, "rb") as f:

@@ -73,7 +73,7 @@ def plan_run(job: Job) -> Plan:
     """Every check that can fail before work starts; raises ConfigError with what to fix."""
     try:
         info = inspect_model(job.model)
-        sha = model_sha256(job.model)
+        sha = model_sha256(job.model, info)
         items = list_items(job.input, job.hdf5_dataset)
         classes = class_names(job.classes, info.metadata)
     except (ModelError, SourceError) as exc:
