@@ -5,6 +5,8 @@ Q/DQ-INT8 model is prepared before this step, as TensorRT 11 requires), with one
 profile over the batch axis (1 .. batch size, optimised for the batch size). Plans are built once
 per node under a file lock (batchscore.enginecache) with a timing cache kept beside them. Inference
 uses the named-tensor API on a ring of two pinned/device buffer sets (cudabuffers.BufferRing).
+A batch decoded on the GPU (gpudecode.py hands over a CUDA tensor) is copied device to device into
+the ring's input buffer: staging it through pinned host memory would add a round trip over PCIe.
 
 `tensorrt` and `pycuda` are imported only when this adapter is activated; names that exist in only
 one TensorRT major version are looked up with getattr, never assumed.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +55,7 @@ def plan_key(model: Path, input_shape: tuple[int, ...], batch_size: int, gpu_nam
 
 class TensorRTEngine(Engine):
     name = "tensorrt"
+    device_batches = True  # a CUDA tensor (gpudecode.py) is copied device to device by the ring, no host staging
 
     def _activate(self) -> None:
         trt = _import_tensorrt()
@@ -128,7 +132,8 @@ class TensorRTEngine(Engine):
         if not self.context.execute_async_v3(stream.handle):
             raise EngineError("TensorRT failed to enqueue the batch; see its log above")
 
-    def _submit(self, batch: np.ndarray) -> object:
+    def _submit(self, batch: Any) -> object:
+        """A host array or a device array (`__cuda_array_interface__`): the ring copies either kind in."""
         return self.ring.submit({self.input_name: batch}, self._launch)
 
     def _collect(self, token: object) -> dict[str, np.ndarray]:
@@ -139,7 +144,7 @@ class TensorRTEngine(Engine):
         self.compute_ms += compute
         return outputs
 
-    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def _infer(self, batch: Any) -> dict[str, np.ndarray]:
         return self._collect(self._submit(batch))
 
     def _deactivate(self) -> None:
