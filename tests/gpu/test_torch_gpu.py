@@ -56,5 +56,5 @@ def test_compiled_artifact_is_cached_and_reloaded(batches, tmp_path: Path) -> No
         for g, e in zip(got, expected):
             np.testing.assert_allclose(g, e, atol=5e-2 * max(1.0, np.abs(e).max()), rtol=0)
     assert statuses == ["built", "hit"]
-    assert len(list(tmp_path.glob("torch-aoti-*.pt2"))) == 1
-    assert len(list(tmp_path.glob("torch-aoti-*.pt2.json"))) == 1
+    assert len(list(tmp_path.glob("torch-inductor-*.bin"))) == 1
+    assert len(list(tmp_path.glob("torch-inductor-*.bin.json"))) == 1
