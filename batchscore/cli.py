@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import (BACKENDS, CALIB_METHODS, COMPILE_MODES, DECODE_MODES, PRECISIONS, ConfigError, Job,
-                     load_job)
+from .config import (BACKENDS, CALIB_METHODS, COMPILE_MODES, DECODE_MODES, GPU_DECODERS, PRECISIONS, ConfigError,
+                     Job, load_job)
 
 DEMO_JOB = Path("jobs/demo.toml")
 
@@ -39,11 +39,14 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=BACKENDS)
     g.add_argument("--precision", choices=PRECISIONS)
     g.add_argument("--compile", choices=COMPILE_MODES,
-                   help="torch backend: eager, CUDA graphs, or AOTInductor compiled once and cached")
+                   help="torch backend: eager, CUDA graphs, or torch.compile (max-autotune) once per node, cached")
     g.add_argument("--cache-dir", type=Path, metavar="DIR", help="engine cache (plans, compiled models)")
     g.add_argument("--decode", choices=DECODE_MODES,
                    help="where images are decoded: gpu = nvJPEG on the rank's GPU (torch backend), hybrid = "
                         "GPU and CPU workers share each batch, auto = gpu when it works here, else cpu")
+    g.add_argument("--gpu-decoder", choices=GPU_DECODERS,
+                   help="GPU decode library: nvimgcodec (hardware JPEG decoder, then CUDA), torchvision (nvJPEG), "
+                        "auto = nvimgcodec when installed and working, else torchvision")
     g.add_argument("--top-k", type=int, metavar="K")
     g.add_argument("--save-outputs", nargs="*", metavar="NAME",
                    help="keep full model outputs in scores.h5 (no names: all outputs)")
@@ -65,7 +68,7 @@ def job_from_args(args: argparse.Namespace) -> Job:
         batch_size=args.batch_size, backend=args.backend, precision=args.precision, top_k=args.top_k,
         save_outputs=save, workers=args.workers, threads=args.threads, overwrite=args.overwrite,
         compile=args.compile, cache_dir=args.cache_dir.resolve() if args.cache_dir else None,
-        decode=args.decode,
+        decode=args.decode, gpu_decoder=args.gpu_decoder,
     )
 
 

@@ -20,9 +20,10 @@ COMPILE_MODES = ("eager", "cudagraph", "compiled")
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("entropy", "percentile", "minmax")
 DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
+GPU_DECODERS = ("auto", "nvimgcodec", "torchvision")
 #: job keys whose value must be one of a fixed list
 CHOICES = {"backend": BACKENDS, "precision": PRECISIONS, "calib_method": CALIB_METHODS,
-           "compile": COMPILE_MODES, "decode": DECODE_MODES}
+           "compile": COMPILE_MODES, "decode": DECODE_MODES, "gpu_decoder": GPU_DECODERS}
 
 
 class ConfigError(ValueError):
@@ -61,7 +62,8 @@ class Job:
     share_gpus: bool = False
     compile: str = "eager"
     decode: str = "auto"
-    gpu_decode_share: float = 0.75
+    gpu_decoder: str = "auto"
+    gpu_decode_share: float | str = "auto"
     source: Path | None = None
 
     def with_overrides(self, **values: Any) -> "Job":
@@ -91,9 +93,10 @@ class Job:
             raise ConfigError("calib_images and gate_images must be >= 1")
         if self.max_top1_drop < 0:
             raise ConfigError(f"max_top1_drop must be >= 0 percentage points, got {self.max_top1_drop}")
-        if not 0.0 <= self.gpu_decode_share <= 1.0:
-            raise ConfigError(f"gpu_decode_share must be between 0 and 1 (the GPU's part of each batch in "
-                              f"decode = \"hybrid\"), got {self.gpu_decode_share}")
+        share = self.gpu_decode_share
+        if share != "auto" and (isinstance(share, str) or not 0.0 <= share <= 1.0):
+            raise ConfigError(f"gpu_decode_share must be \"auto\" (tuned on the measured decode rate) or a number "
+                              f"between 0 and 1 (the GPU's part of each batch in decode = \"hybrid\"), got {share!r}")
 
 
 # key -> (python types accepted, converter from TOML value)
@@ -126,7 +129,8 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "share_gpus": ((bool,), "bool"),
     "compile": ((str,), "str"),
     "decode": ((str,), "str"),
-    "gpu_decode_share": ((float, int), "float"),
+    "gpu_decoder": ((str,), "str"),
+    "gpu_decode_share": ((float, int, str), "share"),
 }
 _PREPROCESS_SCHEMA: dict[str, tuple[type, ...]] = {
     "resize": (int,),
@@ -159,7 +163,7 @@ def _convert(key: str, value: Any, kind: str, base: Path) -> Any:
         if not all(isinstance(v, str) for v in values):
             raise ConfigError(f"{key}: expected a path or an array of paths")
         return tuple(_convert(key, v, "path", base) for v in values)
-    if kind == "float":
+    if kind == "float" or (kind == "share" and not isinstance(value, str)):
         return float(value)
     if kind == "names":
         if value is True:

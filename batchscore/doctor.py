@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from collections import Counter, defaultdict
@@ -249,12 +248,12 @@ def backend_checks(have_gpu: bool, requested: str | None) -> list[Check]:
     return checks
 
 
-def tiny_jpeg() -> bytes:
-    """A 16×16 JPEG made in memory, so decoders are tried without any file."""
+def tiny_jpeg(size: int = 16) -> bytes:
+    """A size×size solid (200, 40, 60) JPEG made in memory, so decoders are tried without any file."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.new("RGB", (16, 16), (200, 40, 60)).save(buf, "JPEG")
+    Image.new("RGB", (size, size), (200, 40, 60)).save(buf, "JPEG")
     return buf.getvalue()
 
 

@@ -1,28 +1,33 @@
-"""GPU decode: nvJPEG (through torchvision) decodes each batch's JPEGs on the rank's GPU, where resize,
-centre crop and normalisation run too, so a batch reaches the torch engine without a host copy.
+"""GPU decode: each batch's JPEGs are decoded on the rank's GPU, where resize, centre crop and normalisation
+run too, so a batch reaches a GPU engine (torch, or TensorRT) without a host copy.
 
 Why: Pillow decodes and resizes a 500×375 JPEG at about 300 images/s per core, far below what a GPU
-engine takes (docs/performance.md). nvJPEG (on A100/H100 its hardware decoder for baseline JPEGs,
-CUDA kernels for the rest) lifts that bound. The tensors follow batchscore.preprocess step for step
-(shorter side to `resize` with antialiased bilinear, centre crop, /255, mean/std, channel order,
-float32 NCHW); pixels differ slightly, since the IDCT, chroma upsampling and resize are other
-implementations (docs/performance.md gives the measured difference).
+engine takes (docs/performance.md). Libraries (`gpu_decoder`), best first:
+- nvImageCodec: the hardware JPEG decoder of A100/H100-class GPUs (no SM time taken from the engine),
+  then its CUDA decoder for what the hardware one refuses;
+- nvJPEG through torchvision: the CUDA decoder.
+Each rank probes them on its GPU at start and logs which steps work. The tensors follow
+batchscore.preprocess step for step (shorter side to `resize` with antialiased bilinear, centre crop,
+/255, mean/std, channel order, float32 NCHW); pixels differ slightly, since the IDCT, chroma upsampling
+and resize are other implementations (docs/performance.md gives the measured difference).
 
-Per image, never per batch: bytes that nvJPEG must not or cannot take go to the CPU path
+Per image, never per batch: bytes that a GPU decoder must not or cannot take go to the CPU path
 (`preprocess.preprocess`, on the decode workers), which also names the error of a bad image:
 - not a JPEG (PNG, WebP, ...), CMYK/YCCK, RGB-coded, 12-bit, lossless or arithmetic-coded JPEGs;
-- an EXIF (or XMP) orientation other than 1: nvJPEG ignores it, the CPU path applies it;
+- an EXIF (or XMP) orientation other than 1 (the CPU path applies it as Pillow does);
 - no end-of-image marker (a truncated file, which a GPU decoder may fill silently), too many pixels.
-A batch that nvJPEG rejects as a whole is decoded on the GPU one image at a time; an image it still
-rejects goes to the CPU path, which decodes it or sets it aside as an error entry.
+The chain is hardware decoder → CUDA decoder → CPU: an image one step rejects goes to the next, and the
+summary counts the images each step handled ("gpu_hw", "gpu", "cpu_fallback"; "failed" when none could).
 
-`decode = "hybrid"` gives the GPU the first `gpu_decode_share` of every batch and the CPU workers the
-rest, at the same time (more decoders when decode is the bound). torch and torchvision are imported
-only when a GPU decoder is opened, so `import batchscore` needs neither.
+`decode = "hybrid"` gives the GPU a share of every batch and the CPU workers the rest, at the same time
+(more decoders when decode is the bound); `gpu_decode_share = "auto"` tunes that share after every batch
+on the measured decode rate (`ShareTuner`). torch and the decode libraries are imported only when a GPU decoder is
+opened, so `import batchscore` needs none of them.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections import defaultdict
@@ -45,6 +50,13 @@ from .sources import Item
 if TYPE_CHECKING:
     import torch
 
+#: images per read task of the GPU share: per-image tasks cost more interpreter-lock time than the reads
+READ_CHUNK = 16
+#: read workers of a rank whose batches all go to a GPU decoder (the workers only read): on the H100, 4
+#: fed the decoder faster than 8 or 17, whose contention for the interpreter lock slowed its thread
+GPU_READ_WORKERS = 4
+#: backends whose engines take a batch that is already on the GPU (Engine.device_batches)
+GPU_DECODE_BACKENDS = ("torch", "tensorrt")
 #: SOF markers nvJPEG decodes (baseline, extended sequential, progressive Huffman); other SOFs go to the CPU.
 _SOF_NVJPEG = frozenset({0xC0, 0xC1, 0xC2})
 _SOF_OTHER = frozenset({0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
@@ -52,25 +64,43 @@ _XMP = b"http://ns.adobe.com/xap/1.0/\0"
 _XMP_ORIENTATION = re.compile(rb'tiff:Orientation(?:="|>)([0-9])')  # as Pillow's getexif() reads it
 
 
-def choose_decode(requested: str, backend: str) -> tuple[str, str]:
+def libraries(requested: str) -> list[str]:
+    """The GPU decode libraries to try for `gpu_decoder`, best first, that are installed here."""
+    names = ["nvimgcodec", "torchvision"] if requested == "auto" else [requested]
+    modules = {"nvimgcodec": "nvidia.nvimgcodec", "torchvision": "torchvision"}
+
+    def installed(module: str) -> bool:
+        try:
+            return find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package that is missing or broken
+            return False
+
+    return [name for name in names if installed(modules[name])]
+
+
+def choose_decode(requested: str, backend: str, library: str = "auto") -> tuple[str, str]:
     """Resolve the job's `decode` for `backend` before any work: (mode, reason for the summary).
 
     "gpu"/"hybrid" that cannot run here raise ConfigError (exit 2) with the fix; "auto" becomes "gpu"
-    when the torch backend will drive a GPU and torchvision (nvJPEG) is installed, else "cpu". Each
-    rank still probes nvJPEG on its GPU when it opens the decoder (`gpu_decoder`).
+    when a GPU backend will drive a GPU and a GPU decode library (`gpu_decoder`) is installed, else
+    "cpu". Each rank still probes the library on its GPU when it opens the decoder (`gpu_decoder`).
     """
     if requested == "cpu":
         return "cpu", "requested in the job"
     why = ""
-    if backend != "torch":
-        why = (f"backend {backend!r} is fed host arrays; GPU decode feeds the torch backend only"
-               + (" (nvImageCodec decode for TensorRT is not implemented)" if backend == "tensorrt" else ""))
+    if backend not in GPU_DECODE_BACKENDS:
+        why = (f"backend {backend!r} is fed host arrays; GPU decode feeds the "
+               f"{' and '.join(GPU_DECODE_BACKENDS)} backends")
     elif not visible_gpu_count():
-        why = "no GPU is visible to this process, so the torch backend runs on the CPU"
-    elif find_spec("torchvision") is None:
-        why = "torchvision (which holds the nvJPEG decoder) is not installed: install the build matching torch"
+        why = f"no GPU is visible to this process, so the {backend} backend cannot take GPU tensors"
+    elif find_spec("torch") is None:
+        why = "GPU decode resizes and normalises with PyTorch, which is not installed"
+    elif not libraries(library):
+        why = (f"no GPU decode library for gpu_decoder = {library!r} is installed: pip install "
+               "'nvidia-nvimgcodec-cu13[nvjpeg]' (or -cu12), or the torchvision built for your torch")
     if requested == "auto":
-        return ("cpu", f"auto: {why}") if why else ("gpu", "auto: torch backend on a GPU, torchvision nvJPEG installed")
+        return ("cpu", f"auto: {why}") if why else ("gpu", f"auto: {backend} backend on a GPU, "
+                                                           f"{' or '.join(libraries(library))} installed")
     if why:
         raise ConfigError(f"decode = {requested!r} cannot run: {why}; set decode = \"cpu\" (or \"auto\")")
     return requested, "requested in the job"
@@ -166,20 +196,132 @@ def _cpu_decode(data: bytes, spec: Preprocess, draft: bool) -> tuple[np.ndarray 
         return None, str(exc)
 
 
-class GpuDecoder:
-    """One rank's GPU decoder: nvJPEG and the tensor steps on `device`, in a thread (and CUDA stream) of
-    its own, so batch i+1 decodes while the engine runs batch i. `share` of each batch goes to the GPU
-    (1.0 for decode = "gpu"), the rest to the CPU workers."""
+class TorchvisionNvjpeg:
+    """torchvision's nvJPEG (its CUDA decoder): one batched call, one image at a time when that call fails."""
 
-    def __init__(self, device: int, share: float = 1.0) -> None:
+    def __init__(self, device: torch.device, threads: int) -> None:  # noqa: ARG002 - same signature as NvImageCodec
         import torch
         import torchvision
         from torchvision.io import ImageReadMode, decode_jpeg
 
-        self.torch, self.decode_jpeg, self.rgb = torch, decode_jpeg, ImageReadMode.RGB
-        self.version = torchvision.__version__
+        self.torch, self.decode_jpeg, self.rgb, self.device = torch, decode_jpeg, ImageReadMode.RGB, device
+        self.label = f"nvJPEG (torchvision {torchvision.__version__})"
+        self.steps, self.failed = ["CUDA"], {}
+
+    def prepare(self, data: bytes) -> torch.Tensor:
+        """On a worker: the input decode() takes for these bytes."""
+        return self.torch.frombuffer(bytearray(data), dtype=self.torch.uint8)
+
+    def decode(self, encoded: list[torch.Tensor], stream: torch.cuda.Stream) -> list[tuple[torch.Tensor | None, str]]:
+        """(RGB CHW uint8 image on the GPU or None where nvJPEG rejects it, the decoder's count key) per input."""
+        if not encoded:
+            return []
+        try:
+            images = self.decode_jpeg(encoded, mode=self.rgb, device=self.device)
+        except (RuntimeError, ValueError):  # one bad image fails the whole call: decode them one by one
+            images = [self._one(e) for e in encoded]
+        return [(img, "gpu") if img is not None and img.shape[0] == 3 else (None, "") for img in images]
+
+    def _one(self, encoded: torch.Tensor) -> torch.Tensor | None:
+        try:
+            return self.decode_jpeg(encoded, mode=self.rgb, device=self.device)
+        except (RuntimeError, ValueError):
+            return None
+
+    def probe(self, data: bytes) -> None:
+        """Keep the steps that decode `data` (every step, for this library); RuntimeError when none does."""
+        images = self.decode([self.prepare(data)] * 2, self.torch.cuda.current_stream(self.device))
+        if any(image is None for image, _ in images):
+            raise RuntimeError("nvJPEG rejected a valid JPEG")
+
+
+class NvImageCodec:
+    """NVIDIA nvImageCodec's chain: the hardware JPEG decoder (A100, H100 and later: no SM time taken from the
+    engine), then its CUDA decoder (Huffman on CPU threads, the rest on the GPU) for what the hardware one
+    refuses; None where both refuse (the CPU path is next). A step is kept only if it decodes the probe image
+    on this GPU (on the H100, nvImageCodec 0.9 could not even create its GPU-only Huffman decoder)."""
+
+    STEPS = (("gpu_hw", "hardware", "HW_GPU_ONLY"), ("gpu", "CUDA", "HYBRID_CPU_GPU"))
+
+    def __init__(self, device: torch.device, threads: int) -> None:
+        import torch
+        from nvidia import nvimgcodec
+
+        self.torch, self.nvimgcodec, self.device = torch, nvimgcodec, device
+        self.label = f"nvImageCodec {getattr(nvimgcodec, '__version__', '')}".rstrip()
+        self.params = nvimgcodec.DecodeParams(apply_exif_orientation=True, color_spec=nvimgcodec.ColorSpec.SRGB,
+                                              allow_any_depth=False)
+        self.decoders, self.failed = {}, {}
+        for key, label, kind in self.STEPS:
+            try:
+                self.decoders[key] = nvimgcodec.Decoder(
+                    device_id=device.index, max_num_cpu_threads=max(1, min(threads, (os.cpu_count() or 2) - 1)),
+                    backends=[nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, kind))])
+            except RuntimeError as exc:
+                self.failed[label] = str(exc)
+        self.steps = [label for _, label, _ in self.STEPS if label not in self.failed]
+
+    def prepare(self, data: bytes) -> object:
+        """On a worker: the code stream (headers parsed) that decode() takes."""
+        return self.nvimgcodec.CodeStream(data)
+
+    def decode(self, streams: list, stream: torch.cuda.Stream) -> list[tuple[torch.Tensor | None, str]]:
+        """(RGB CHW uint8 image on the GPU or None, the step that decoded it) per input, in stream order."""
+        out: list[tuple[torch.Tensor | None, str]] = [(None, "")] * len(streams)
+        pending = list(range(len(streams)))
+        for key, decoder in self.decoders.items():
+            if not pending:
+                break
+            try:
+                images = decoder.decode([streams[i] for i in pending], params=self.params,
+                                        cuda_stream=stream.cuda_stream)
+            except RuntimeError:  # the whole call failed: the next step tries every image again
+                images = [None] * len(pending)
+            for i, image in zip(pending, images):
+                if image is not None and image.shape[2] == 3:
+                    out[i] = (self.torch.as_tensor(image, device=self.device).permute(2, 0, 1), key)
+            pending = [i for i in pending if out[i][0] is None]
+        return out
+
+    def probe(self, data: bytes) -> None:
+        """Keep the steps that decode `data` right here; RuntimeError when none does."""
+        stream, failed = self.torch.cuda.current_stream(self.device), self.failed
+        for key, label, _ in self.STEPS:
+            decoder = self.decoders.get(key)
+            if decoder is None:
+                continue
+            try:
+                images = decoder.decode([self.prepare(data)] * 2, params=self.params, cuda_stream=stream.cuda_stream)
+                ok = all(image is not None and tuple(image.shape) == (64, 64, 3) for image in images)
+            except RuntimeError as exc:
+                ok, failed[label] = False, str(exc)
+            if not ok:
+                failed.setdefault(label, "no image decoded")
+                del self.decoders[key]
+        self.steps = [label for _, label, _ in self.STEPS if label not in failed]
+        if not self.decoders:
+            raise RuntimeError("; ".join(f"{label}: {why}" for label, why in failed.items()))
+
+
+LIBRARIES = {"nvimgcodec": NvImageCodec, "torchvision": TorchvisionNvjpeg}
+
+
+class GpuDecoder:
+    """One rank's GPU decoder: a library's decode steps and the tensor steps on `device`, in a thread (and CUDA
+    stream) of its own, so batch i+1 decodes while the engine runs batch i.
+
+    share: the GPU's part of each batch (1.0 for decode = "gpu"), the rest going to the CPU workers; None tunes
+    it after every batch on the measured decode rate (`ShareTuner`)."""
+
+    def __init__(self, device: int, share: float | None = 1.0, library: str = "torchvision", threads: int = 1) -> None:
+        import torch
+
+        self.torch = torch
         self.device = torch.device("cuda", device)
-        self.share = share
+        self.lib = LIBRARIES[library](self.device, threads)
+        self.tuner = ShareTuner() if share is None else None
+        self.share = self.tuner.share if self.tuner else share
+        self.finished = 0.0  # when the decoder thread last handed over a batch (perf_counter)
         self.stream = torch.cuda.Stream(self.device)
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="gpu-decode")
 
@@ -187,68 +329,76 @@ class GpuDecoder:
         self.thread.shutdown(wait=True, cancel_futures=True)
 
     def probe(self) -> None:
-        """Decode two tiny JPEGs in one nvJPEG call and check the pixels; RuntimeError when that fails."""
-        from .doctor import tiny_jpeg  # a 16×16 solid (200, 40, 60) JPEG made in memory
+        """Decode a small JPEG on the GPU with each step of the library; RuntimeError when none works."""
+        from .doctor import tiny_jpeg  # a solid (200, 40, 60) JPEG made in memory
 
-        encoded = self.torch.frombuffer(bytearray(tiny_jpeg()), dtype=self.torch.uint8)
-        with self.torch.cuda.device(self.device):
-            images = self.decode_jpeg([encoded, encoded], mode=self.rgb, device=self.device)
-            self.torch.cuda.synchronize(self.device)
-        means = [img.float().mean(dim=(1, 2)).tolist() for img in images]
-        if any(tuple(img.shape) != (3, 16, 16) for img in images) or any(
-                max(abs(a - b) for a, b in zip(m, (200, 40, 60))) > 12 for m in means):
-            raise RuntimeError(f"nvJPEG decoded a 16×16 (200, 40, 60) JPEG to shapes "
-                               f"{[tuple(i.shape) for i in images]}, channel means {means}")
+        with self.torch.cuda.device(self.device), self.torch.cuda.stream(self.stream):
+            self.lib.probe(tiny_jpeg(64))
+            images = [image for image, _ in self.lib.decode([self.lib.prepare(tiny_jpeg(64))], self.stream)]
+            self.stream.synchronize()
+        means = [image.float().mean(dim=(1, 2)).tolist() for image in images if image is not None]
+        if len(means) != 1 or max(abs(a - b) for a, b in zip(means[0], (200, 40, 60))) > 12:
+            raise RuntimeError(f"{self.lib.label} decoded a 64×64 (200, 40, 60) JPEG to channel means {means}")
 
     def start_batch(self, chunk: Sequence[Item], spec: Preprocess, executor: Executor,
                     draft: bool = False) -> Started:
-        """Start a batch (pipeline.batches calls this): workers read the GPU share's bytes and decode the
-        CPU share; the decoder's thread then decodes on the GPU and assembles the batch there."""
+        """Start a batch (pipeline.batches calls this): workers read the GPU share's bytes (READ_CHUNK images
+        per task) and decode the CPU share; the decoder's thread then decodes on the GPU and assembles the
+        batch there."""
         k = round(len(chunk) * self.share)
-        reads = [executor.submit(self._read, item, spec.max_pixels) for item in chunk[:k]]
+        reads = [executor.submit(self._read, chunk[i:min(i + READ_CHUNK, k)], spec.max_pixels)
+                 for i in range(0, k, READ_CHUNK)]
         cpu_finish, cpu_futures = cpu_batch(chunk[k:], spec, executor, draft)
-        job = self.thread.submit(self._decode, chunk, reads, cpu_finish, spec, executor, draft)
+        job = self.thread.submit(self._decode, chunk, k, reads, cpu_finish, spec, executor, draft)
         return job.result, [*reads, *cpu_futures, job]
 
-    def _read(self, item: Item, max_pixels: int) -> tuple[bytes | None, torch.Tensor | None, str, float]:
-        """On a worker: (bytes, the tensor nvJPEG takes or None for the CPU path, read error, seconds)."""
-        data, error, seconds = read_item(item)
-        if data is None or gpu_route(data, max_pixels):
-            return data, None, error, seconds
-        return data, self.torch.frombuffer(bytearray(data), dtype=self.torch.uint8), "", seconds
+    def _read(self, items: Sequence[Item], max_pixels: int) -> list[tuple[bytes | None, object, str, float]]:
+        """On a worker, per item: (bytes, the library's input or None for the CPU path, read error, seconds)."""
+        out = []
+        for item in items:
+            data, error, seconds = read_item(item)
+            encoded = None
+            if data is not None and not gpu_route(data, max_pixels):
+                try:
+                    encoded = self.lib.prepare(data)
+                except (RuntimeError, ValueError):  # the library refuses the headers: the CPU path decides
+                    pass
+            out.append((data, encoded, error, seconds))
+        return out
 
-    def _decode(self, chunk: Sequence[Item], reads: list[Future], cpu_finish: Callable[[], Batch], spec: Preprocess,
-                executor: Executor, draft: bool) -> Batch:
+    def _decode(self, chunk: Sequence[Item], k: int, reads: list[Future], cpu_finish: Callable[[], Batch],
+                spec: Preprocess, executor: Executor, draft: bool) -> Batch:
         """On the decoder's thread: the whole batch as one tensor on the GPU, bad images set aside."""
         torch = self.torch
-        k = len(reads)
         errors, read_s = [""] * k, 0.0
-        to_gpu: dict[int, tuple[bytes, torch.Tensor]] = {}
+        to_gpu: dict[int, tuple[bytes, object]] = {}
         fallback: dict[int, Future] = {}
-        for i, future in enumerate(reads):
-            data, encoded, errors[i], seconds = future.result()
-            read_s += seconds
+        for i, (data, encoded, error, seconds) in enumerate(r for future in reads for r in future.result()):
+            errors[i], read_s = error, read_s + seconds
             if encoded is not None:
                 to_gpu[i] = (data, encoded)
             elif data is not None:  # routed to the CPU path: start it now, beside the GPU work
                 fallback[i] = executor.submit(_cpu_decode, data, spec, draft)
         start = time.perf_counter()
+        counts: dict[str, int] = defaultdict(int)
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream), torch.inference_mode():
             out = torch.empty((len(chunk), *spec.shape), dtype=torch.float32, device=self.device)
-            images = self._nvjpeg([encoded for _, encoded in to_gpu.values()])
             decoded = {}
-            for (i, (data, _)), image in zip(to_gpu.items(), images):
+            for (i, (data, _)), (image, key) in zip(to_gpu.items(), self.lib.decode([e for _, e in to_gpu.values()],
+                                                                                     self.stream)):
                 if image is None:
                     fallback[i] = executor.submit(_cpu_decode, data, spec, draft)
                 else:
                     decoded[i] = image
+                    counts[key] += 1
             resize_crop_normalise(out, decoded, spec)
+            waited = time.perf_counter()
             for i, future in fallback.items():
                 tensor, errors[i] = future.result()
                 if tensor is not None:
                     out[i].copy_(torch.from_numpy(tensor))
-            gpu_seconds = time.perf_counter() - start
             cpu = cpu_finish()  # hybrid: the CPU workers' share (none for decode = "gpu")
+            waited = time.perf_counter() - waited
             if len(cpu.keys):
                 rows = torch.as_tensor(k + np.flatnonzero(cpu.ok), device=self.device)
                 out.index_copy_(0, rows, torch.from_numpy(np.ascontiguousarray(cpu.tensors)).to(self.device))
@@ -256,27 +406,44 @@ class GpuDecoder:
             good = np.array([not e for e in errors], dtype=bool)
             tensors = out if good.all() else out[torch.as_tensor(np.flatnonzero(good), device=self.device)]
             self.stream.synchronize()  # ready for the engine's streams once handed over
-        failed = sum(1 for e in errors[:k] if e)
-        counts = {"gpu": len(decoded), "cpu_fallback": len(fallback) - sum(1 for i in fallback if errors[i]),
-                  "failed": failed + cpu.decoders["failed"], "cpu": cpu.decoders["cpu"]}
-        return Batch([it.key for it in chunk], tensors, errors, read_s + cpu.read_seconds,
-                     gpu_seconds + cpu.decode_seconds, decoders=counts)
+        gpu_seconds = time.perf_counter() - start - waited  # the thread's own time, GPU work included
+        now = time.perf_counter()
+        if self.tuner and self.finished:
+            self.share = self.tuner.update(len(chunk) / (now - self.finished))
+        self.finished = now
+        counts.update(cpu_fallback=len(fallback) - sum(1 for i in fallback if errors[i]),
+                      failed=sum(1 for e in errors[:k] if e) + cpu.decoders["failed"], cpu=cpu.decoders["cpu"])
+        return Batch([it.key for it in chunk], tensors, errors, read_s + cpu.read_seconds, cpu.decode_seconds,
+                     decoders=dict(counts), gpu_seconds=gpu_seconds)
 
-    def _nvjpeg(self, encoded: list[torch.Tensor]) -> list[torch.Tensor | None]:
-        """RGB CHW uint8 images on the GPU, None where nvJPEG rejects one; one batched call when all decode."""
-        if not encoded:
-            return []
-        try:
-            images = self.decode_jpeg(encoded, mode=self.rgb, device=self.device)
-        except (RuntimeError, ValueError):  # one bad image fails the whole call: decode them one by one
-            images = [self._one(e) for e in encoded]
-        return [img if img is not None and img.shape[0] == 3 else None for img in images]
 
-    def _one(self, encoded: torch.Tensor) -> torch.Tensor | None:
-        try:
-            return self.decode_jpeg(encoded, mode=self.rgb, device=self.device)
-        except (RuntimeError, ValueError):
-            return None
+class ShareTuner:
+    """Hybrid's GPU share, tuned on the decode rate: after each batch the share moves by `step`, on in the same
+    direction while the rate (images/s between the decoder's hand-overs, averaged) improves, turned back when
+    it drops. Why not a cost model: the CPU workers and the decoder thread share one interpreter lock, so adding
+    CPU work slows the GPU part too (measured on the H100: a share sized from per-image costs ran at a third of
+    pure GPU decode); the rate itself says which direction helps, and the share may end at 1.0 (all on the GPU)."""
+
+    def __init__(self, share: float = 0.75, step: float = 0.05, smoothing: float = 0.5) -> None:
+        self.share, self.step, self.smoothing = share, step, smoothing
+        self.direction, self.rate, self.previous = 1.0, 0.0, 0.0
+
+    def update(self, rate: float) -> float:
+        """Fold in the rate of the batch just decoded; returns the share for the next batch to start."""
+        self.rate = rate if not self.rate else self.smoothing * self.rate + (1 - self.smoothing) * rate
+        if self.previous and self.rate < self.previous:
+            self.direction = -self.direction
+        self.previous = self.rate
+        self.share = min(1.0, max(0.0, self.share + self.direction * self.step))
+        return self.share
+
+
+def default_workers(cores: int, gpu: GpuDecoder | None) -> int:
+    """Decode threads for a rank that owns `cores`: cores + 1 when they decode (the +1 covers a thread's lock
+    and read stalls, pipeline.py), GPU_READ_WORKERS when a GPU decoder takes every image and they only read."""
+    if gpu is not None and gpu.tuner is None and gpu.share == 1.0:
+        return min(GPU_READ_WORKERS, cores + 1)
+    return cores + 1 if cores > 1 else 0
 
 
 def resize_crop_normalise(out: torch.Tensor, decoded: dict[int, torch.Tensor], spec: Preprocess) -> None:
@@ -303,33 +470,40 @@ def resize_crop_normalise(out: torch.Tensor, decoded: dict[int, torch.Tensor], s
 
 
 @contextmanager
-def gpu_decoder(mode: str, job: Job, device: int | None, rank: int) -> Iterator[GpuDecoder | None]:
-    """This rank's GPU decoder for the plan's `mode` (None for "cpu"), probed on its GPU and logged.
-
-    When nvJPEG does not work on this GPU: "auto" decodes on the CPU (logged); "gpu"/"hybrid" fail.
-    """
+def gpu_decoder(mode: str, job: Job, device: int | None, rank: int, threads: int = 1) -> Iterator[GpuDecoder | None]:
+    """This rank's GPU decoder for the plan's `mode` (None for "cpu"): the first library of `job.gpu_decoder`'s
+    list whose probe decodes on this GPU, each result logged. When none works: "auto" decodes on the CPU
+    (logged); "gpu"/"hybrid" fail with the fix."""
     if mode == "cpu" or device is None:
         yield None
         return
-    share = job.gpu_decode_share if mode == "hybrid" else 1.0
+    share = (None if job.gpu_decode_share == "auto" else job.gpu_decode_share) if mode == "hybrid" else 1.0
     from .doctor import tiny_jpeg
 
     preprocess(tiny_jpeg(), job.preprocess)  # the CPU path takes rejected files: it must work too
-    decoder = None
-    try:
-        decoder = GpuDecoder(device, share)
-        decoder.probe()
-    except Exception as exc:  # an import, driver or nvJPEG failure: each reads differently
-        if decoder is not None:
-            decoder.close()
-        why = f"nvJPEG does not work on cuda:{device}: {type(exc).__name__}: {exc}"
+    decoder, failed = None, []
+    for library in libraries(job.gpu_decoder):
+        try:
+            decoder = GpuDecoder(device, share, library, threads)
+            decoder.probe()
+            break
+        except Exception as exc:  # an import, driver or decoder failure: each reads differently
+            if decoder is not None:
+                decoder.close()
+            decoder = None
+            failed.append(f"{library} does not work on cuda:{device}: {type(exc).__name__}: {exc}")
+    if decoder is None:
+        why = "; ".join(failed) or f"no GPU decode library of gpu_decoder = {job.gpu_decoder!r} is installed"
         if job.decode != "auto":
             raise EngineError(f"decode = {job.decode!r}: {why}; set decode = \"cpu\" (or \"auto\")") from None
         log(rank, f"decoders: {why}; Pillow ok -> decoding on the CPU")
         yield None
         return
-    log(rank, f"decoders: nvJPEG (torchvision {decoder.version}) on cuda:{device} ok, Pillow ok -> decode = "
-              f"{mode}, {share:.0%} of each batch on the GPU, the rest and rejected files on the CPU workers")
+    part = "a share tuned on the decode rate" if share is None else f"{share:.0%}"
+    steps = " -> ".join(decoder.lib.steps) + "".join(f"; {k} step off: {v}" for k, v in decoder.lib.failed.items())
+    log(rank, f"decoders: {''.join(f + '; ' for f in failed)}{decoder.lib.label} on cuda:{device} ok "
+              f"({steps}), Pillow ok -> decode = {mode}, {part} of each batch on the GPU, "
+              "the rest and rejected files on the CPU workers")
     try:
         yield decoder
     finally:

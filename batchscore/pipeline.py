@@ -43,8 +43,9 @@ class Batch:
 
     tensors: a float32 NCHW host array, or a torch tensor on the GPU when decoded there.
     read/decode seconds are summed over the images (they ran in parallel workers); wait is how
-    long the consumer blocked between asking for this batch and getting it. decoders counts the
-    images each decoder handled ("cpu", "gpu", "cpu_fallback") and those none could ("failed").
+    long the consumer blocked between asking for this batch and getting it; gpu is the GPU decoder
+    thread's own seconds (gpudecode.py). decoders counts the images each decoder handled ("cpu",
+    "gpu_hw", "gpu", "cpu_fallback") and those none could ("failed").
     """
 
     keys: list[str]
@@ -54,6 +55,7 @@ class Batch:
     decode_seconds: float = 0.0
     wait_seconds: float = 0.0
     decoders: dict[str, int] = field(default_factory=dict)
+    gpu_seconds: float = 0.0
     ok: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:

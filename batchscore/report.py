@@ -1,10 +1,12 @@
 """Report: per-rank statistics gathered at rank 0 → summary.json and a table on stdout.
 
 Stages per rank: read and decode are summed over the rank's decode workers, which run beside
-the main loop; wait is how long the main loop waited for decoded input; h2d, infer, d2h and
-write are the main loop's own seconds. The bound stage is the producer's slower stage (read or
-decode) when the loop waited longer than it spent in any of its own stages, else the loop's
-slowest stage: the one to speed up first.
+the main loop; gpu is the GPU decoder thread's own time (decode on the GPU, resize, assembly);
+wait is how long the main loop waited for decoded input; h2d, infer, d2h and write are the main
+loop's own seconds. The bound stage is the busiest one, measured as the share of the rank's time
+each stage kept its threads busy (read and decode divided by the worker count): the one to speed
+up first. A GPU decoder and the engine share one GPU, so "gpu" and "infer" close together mean
+the GPU itself is the bound.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .pipeline import Batch
 
-STAGES = ("read", "decode", "wait", "h2d", "infer", "d2h", "write")
-LOOP_STAGES = ("h2d", "infer", "d2h", "write")
+STAGES = ("read", "decode", "gpu", "wait", "h2d", "infer", "d2h", "write")
 
 
 @dataclass
@@ -42,14 +43,18 @@ class RankStats:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def busy(self) -> dict[str, float]:
+        """Per stage, the seconds its threads were busy divided by how many ran it at once (not wait)."""
+        workers = max(1, self.workers)
+        return {s: self.stages[s] / (workers if s in ("read", "decode") else 1) for s in STAGES if s != "wait"}
+
+    @property
     def bound(self) -> str:
         """The stage that limited this rank (see the module docstring); "" before any work."""
         if not self.images:
             return ""
-        loop = max(LOOP_STAGES, key=self.stages.__getitem__)
-        if self.stages["wait"] > self.stages[loop]:
-            return max(("read", "decode"), key=self.stages.__getitem__)
-        return loop
+        busy = self.busy
+        return max(busy, key=busy.__getitem__)
 
     def add(self, batch: Batch) -> None:
         """Count one batch from the decode pipeline: images, failures, read/decode/wait seconds."""
@@ -57,6 +62,7 @@ class RankStats:
         self.failed += int((~batch.ok).sum())
         self.stages["read"] += batch.read_seconds
         self.stages["decode"] += batch.decode_seconds
+        self.stages["gpu"] += batch.gpu_seconds
         self.stages["wait"] += batch.wait_seconds
         for name, count in batch.decoders.items():
             self.decoders[name] = self.decoders.get(name, 0) + count
@@ -67,6 +73,7 @@ class RankStats:
         d["seconds"] = round(self.seconds, 4)
         d["stages"] = {k: round(v, 4) for k, v in self.stages.items()}
         d["bound"] = self.bound
+        d["busy_fraction"] = {k: round(v / self.seconds, 3) if self.seconds > 0 else 0.0 for k, v in self.busy.items()}
         return d
 
 
@@ -113,8 +120,9 @@ def format_table(summary: dict) -> str:
                      f"{r['seconds']:>8.2f} {r['images_per_s']:>8.1f}  "
                      + " ".join(f"{r['stages'][s]:>7.2f}" for s in STAGES) + f"  {r['bound']}")
     lines += [
-        "(stage columns in seconds: read and decode summed over a rank's decode workers, "
-        "wait = its loop waiting for input; bound = the stage to speed up first)",
+        "(stage columns in seconds: read and decode summed over a rank's decode workers, gpu = its GPU decoder "
+        "thread, wait = its loop waiting for input; bound = the busiest stage, read and decode per worker: "
+        "the one to speed up first)",
         "",
         f"aggregate: {summary['aggregate_images_per_s']:.1f} img/s over {summary['scoring_seconds']:.2f} s of scoring "
         f"({summary['wall_seconds']:.2f} s wall incl. start-up and merge)",

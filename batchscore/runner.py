@@ -22,7 +22,7 @@ from .comm import Progress, cores_for_rank, log, placement
 from .config import ConfigError, Job
 from .engines import GPU_BACKENDS, Engine, EngineOptions, choose_backend, create_engine
 from .gpu import bind_gpu
-from .gpudecode import choose_decode, gpu_decoder
+from .gpudecode import choose_decode, default_workers, gpu_decoder
 from .h5lock import check_locking, is_lock_error, lock_advice
 from .incremental import Changes, plan_changes, publish_run
 from .model import ModelError, class_names, inspect_model, model_sha256
@@ -94,7 +94,7 @@ def plan_run(job: Job) -> Plan:
     if backend == "torch" and job.precision == "int8":
         raise ConfigError("the torch backend cannot run INT8 (Q/DQ) models (onnx2torch has no quantized ops); "
                           "use backend = 'tensorrt' or 'onnxruntime' for int8, or precision = 'fp16'")
-    decode, decode_reason = choose_decode(job.decode, backend)
+    decode, decode_reason = choose_decode(job.decode, backend, job.gpu_decoder)
     model = prepare_model(job, items)  # fp32: the job's model; else its variant, built once and cached
     gate_items = job_samples(job, items).gate if model != job.model else []
     fingerprint = _fingerprint(job, sha)
@@ -197,15 +197,15 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
     where = placement(comm)
     cores = cores_for_rank(where.local_size)
     threads = job.threads or cores
-    workers = job.workers or (cores + 1 if cores > 1 else 0)  # +1 covers a thread's GIL/read stalls (pipeline.py)
     items = shard(plan.todo, comm.rank, comm.size)
-    stats = RankStats(comm.rank, local_rank=where.local_rank, threads=threads, workers=workers)
+    stats = RankStats(comm.rank, local_rank=where.local_rank, threads=threads)
     engine = open_engine(job, plan.backend, plan.model, threads, comm)
     stats.device = engine.device_name  # e.g. "cuda:1 NVIDIA H200": the bound GPU's index and name
     writer = PartWriter(job.output, plan.run_id, comm.rank)
     progress = Progress(comm, total=len(plan.all_keys), initial=plan.resumed)
-    with (decode_executor(workers) as pool,
-          gpu_decoder(plan.decode, job, engine.options.device, comm.rank) as gpu):  # None: decode on the CPU
+    with (gpu_decoder(plan.decode, job, engine.options.device, comm.rank, cores) as gpu,  # None: CPU decode
+          decode_executor(workers := job.workers or default_workers(cores, gpu)) as pool):
+        stats.workers = workers
         comm.Barrier()
         start = time.perf_counter()
         decoded = stop.until_stopped(batches(items, job.preprocess, job.batch_size, pool,

@@ -1,7 +1,7 @@
 """GPU decode, the parts that need no GPU: choosing the decode mode (and its exit-2 errors, for real
 through the command line), the summary's per-decoder counts, and which bytes nvJPEG may take: the
 header check agrees with Pillow on orientation and routes everything else to the CPU path.
-The GPU side (tensors against the CPU path, bad images inside a GPU batch) is tests/gpu/test_gpudecode.py."""
+The GPU side (tensors against the CPU path, bad images inside a GPU batch) is tests/gpu/test_decode_on_gpu.py."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from batchscore import gpudecode
 from batchscore.config import ConfigError, job_from_dict
-from batchscore.gpudecode import choose_decode, gpu_route, resize_crop_normalise
+from batchscore.gpudecode import ShareTuner, choose_decode, gpu_route, resize_crop_normalise
 from batchscore.preprocess import Preprocess, decode, preprocess
 from conftest import batchscore, write_job
 
@@ -46,7 +47,7 @@ def photo() -> Image.Image:
 
 
 @pytest.mark.parametrize("args,why", [
-    (["--backend", "onnxruntime", "--decode", "gpu"], "feeds the torch backend only"),
+    (["--backend", "onnxruntime", "--decode", "gpu"], "GPU decode feeds the torch and tensorrt backends"),
     (["--backend", "torch", "--decode", "hybrid"], "no GPU is visible"),
 ])
 def test_gpu_decode_that_cannot_run_fails_at_start_with_exit_2(tmp_path: Path, sample_dir: Path, model: Path,
@@ -78,18 +79,46 @@ def test_choose_decode(no_gpu: None) -> None:
     assert choose_decode("cpu", "torch") == ("cpu", "requested in the job")
     mode, reason = choose_decode("auto", "torch")
     assert mode == "cpu" and "no GPU is visible" in reason
-    with pytest.raises(ConfigError, match="nvImageCodec decode for TensorRT is not implemented"):
+    with pytest.raises(ConfigError, match="no GPU is visible to this process, so the tensorrt backend"):
         choose_decode("gpu", "tensorrt")
 
 
+def test_gpu_decode_without_a_decode_library_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpudecode, "visible_gpu_count", lambda: 1)  # a GPU, as on a GPU node
+    monkeypatch.setattr(gpudecode, "libraries", lambda requested: [])  # with no decode library installed
+    with pytest.raises(ConfigError, match=r"no GPU decode library for gpu_decoder = 'nvimgcodec' is installed: "
+                                          r"pip install 'nvidia-nvimgcodec-cu13\[nvjpeg\]'"):
+        choose_decode("hybrid", "torch", "nvimgcodec")
+    assert choose_decode("auto", "tensorrt")[0] == "cpu"
+
+
+@pytest.mark.parametrize("best", [0.6, 1.0, 0.2])
+def test_hybrid_share_climbs_to_the_fastest_split(best: float) -> None:
+    """The decode rate as a function of the share, peaked at `best` (1.0: the GPU alone is fastest)."""
+    tuner = ShareTuner()
+    rate = lambda share: 5000 - 4000 * abs(share - best)  # noqa: E731
+    shares = [tuner.update(rate(tuner.share)) for _ in range(60)]
+    assert all(0.0 <= s <= 1.0 for s in shares)
+    assert abs(np.mean(shares[-20:]) - best) <= 0.1, shares[-20:]  # it stays near the peak, stepping around it
+
+
+def test_decode_libraries_are_tried_best_first_and_only_when_installed() -> None:
+    installed = gpudecode.libraries("auto")
+    assert installed in ([], ["torchvision"], ["nvimgcodec"], ["nvimgcodec", "torchvision"])
+    assert gpudecode.libraries("torchvision") == [n for n in installed if n == "torchvision"]
+
+
 @pytest.mark.parametrize("values,message", [({"decode": "fast"}, "decode must be one of auto, cpu, gpu, hybrid"),
-                                            ({"gpu_decode_share": 1.5}, "gpu_decode_share must be between 0 and 1"),
-                                            ({"gpu_decode_share": "half"}, "gpu_decode_share: expected number")])
+                                            ({"gpu_decode_share": 1.5}, "or a number between 0 and 1"),
+                                            ({"gpu_decode_share": "half"}, "gpu_decode_share must be \"auto\""),
+                                            ({"gpu_decoder": "pillow"}, "gpu_decoder must be one of auto, "
+                                                                        "nvimgcodec, torchvision")])
 def test_decode_keys_are_checked(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         job_from_dict({"input": "x", "model": "m.onnx", "output": "o", **values}, Path("/"))
     assert job_from_dict({"input": "x", "model": "m.onnx", "output": "o", "gpu_decode_share": 1},
                          Path("/")).gpu_decode_share == 1.0
+    assert job_from_dict({"input": "x", "model": "m.onnx", "output": "o"}, Path("/")).gpu_decode_share == "auto"
 
 
 def test_sample_jpegs_go_to_the_gpu_and_other_formats_to_the_cpu(sample_dir: Path) -> None:

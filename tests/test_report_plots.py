@@ -48,16 +48,17 @@ def test_summary_and_table_have_every_stage_and_the_bound(runs: dict) -> None:
         assert header.split()[-len(STAGES) - 1:] == [*STAGES, "bound"]
 
 
-def test_bound_is_the_producer_when_the_loop_waited_longest() -> None:
-    stats = RankStats(0, images=10)
-    stats.stages.update(read=0.5, decode=4.0, wait=2.0, infer=1.0, write=0.1)
-    assert stats.bound == "decode"
-    stats.stages.update(read=5.0)
-    assert stats.bound == "read"
-    stats.stages.update(wait=0.2)
-    assert stats.bound == "infer"
-    stats.stages.update(h2d=3.0)
-    assert stats.bound == "h2d"
+def test_bound_is_the_busiest_stage_with_worker_stages_shared_out() -> None:
+    stats = RankStats(0, images=10, workers=4, seconds=5.0)
+    stats.stages.update(read=2.0, decode=16.0, wait=2.0, infer=1.0, write=0.1)
+    assert stats.bound == "decode"  # 16 s over 4 workers: busy 4 of the 5 s
+    assert stats.as_dict()["busy_fraction"]["decode"] == 0.8
+    stats.stages.update(decode=3.0)
+    assert stats.bound == "infer"  # 3 s over 4 workers is less than the loop's 1 s of inference
+    stats.stages.update(gpu=2.5)
+    assert stats.bound == "gpu"  # the GPU decoder thread runs alone: its seconds count whole
+    stats.stages.update(wait=9.0)
+    assert stats.bound == "gpu"  # waiting is a symptom, never the bound
     assert RankStats(1).bound == ""  # no work, no bound
 
 

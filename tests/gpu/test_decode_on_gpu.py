@@ -1,7 +1,8 @@
-"""GPU decode on a real GPU: nvJPEG tensors close to the CPU path's with the same top-1 on the sample,
-bad images inside a GPU batch set aside with the CPU path's reason while the rest decode, files nvJPEG
-must not take (PNG, CMYK, EXIF-rotated; grayscale if it fails) decoded by the CPU path, hybrid batches,
-and `batchscore score --decode gpu` against `--decode cpu`. Skips without CUDA or torchvision."""
+"""GPU decode on a real GPU, with each decode library installed (torchvision's nvJPEG; nvImageCodec's
+hardware then CUDA decoder): tensors close to the CPU path's with the same top-1 on the sample, bad images
+inside a GPU batch set aside with the CPU path's reason while the rest decode, files a GPU decoder must not
+take (PNG, CMYK, EXIF-rotated; grayscale if it fails) decoded by the CPU path, hybrid batches (fixed and
+balanced share), and `batchscore score --decode gpu` against `--decode cpu`. Skips without CUDA or torch."""
 
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ import pytest
 from PIL import Image
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("torchvision")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
 
-from batchscore.gpudecode import GpuDecoder  # noqa: E402
+from batchscore.gpudecode import GpuDecoder, libraries  # noqa: E402
 from batchscore.pipeline import Batch, batches, decode_executor  # noqa: E402
 from batchscore.preprocess import Preprocess  # noqa: E402
 from batchscore.sources import list_items  # noqa: E402
@@ -30,12 +30,19 @@ MEAN_TOL = 0.03  # normalised units: one 8-bit level is about 0.0175
 IMAGE_MEAN_TOL = 0.06
 
 
-@pytest.fixture(scope="module")
-def decoder() -> GpuDecoder:
-    gpu = GpuDecoder(0)
+@pytest.fixture(scope="module", params=["torchvision", "nvimgcodec"])
+def decoder(request: pytest.FixtureRequest) -> GpuDecoder:
+    if request.param not in libraries(request.param):
+        pytest.skip(f"{request.param} is not installed")
+    gpu = GpuDecoder(0, library=request.param, threads=4)
     gpu.probe()
     yield gpu
     gpu.close()
+
+
+def on_gpu(counted: dict[str, int]) -> int:
+    """Images a GPU step decoded: the hardware decoder's and the CUDA decoder's."""
+    return counted.get("gpu_hw", 0) + counted.get("gpu", 0)
 
 
 def decode(folder: Path, gpu: GpuDecoder | None, batch_size: int = 16) -> list[Batch]:
@@ -73,7 +80,8 @@ def test_gpu_tensors_close_to_the_cpu_path_with_the_same_top1(sample_dir: Path, 
     stats = f"mean {diff.mean():.4f}, worst image {per_image.max():.4f}, p99 {np.percentile(diff, 99):.3f}"
     assert diff.mean() < MEAN_TOL and per_image.max() < IMAGE_MEAN_TOL, stats
     jpgs, pngs = len(list(sample_dir.rglob("*.jpg"))), len(list(sample_dir.rglob("*.png")))
-    assert counts(gpu) == {"gpu": jpgs, "cpu_fallback": pngs, "failed": 0, "cpu": 0}
+    used = counts(gpu)
+    assert on_gpu(used) == jpgs and (used["cpu_fallback"], used["failed"], used["cpu"]) == (pngs, 0, 0), used
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     top1 = [session.run(None, {"input": x})[0].argmax(1) for x in (c, g)]
     assert (top1[0] == top1[1]).all(), f"{(top1[0] != top1[1]).sum()} of {len(c)} differ; {stats}"
@@ -102,20 +110,29 @@ def test_bad_images_inside_a_gpu_batch_are_set_aside_and_the_rest_decode(tmp_pat
     assert len(gpu) == 1 and gpu[0].keys == cpu[0].keys
     assert gpu[0].errors == cpu[0].errors  # the CPU path's reason for each bad image
     assert {k for k, e in zip(gpu[0].keys, gpu[0].errors) if e} == set(bad)
-    assert counts(gpu) == {"gpu": 7, "cpu_fallback": 0, "failed": 4, "cpu": 0}
+    used = counts(gpu)
+    assert on_gpu(used) == 7 and (used["cpu_fallback"], used["failed"], used["cpu"]) == (0, 4, 0), used
     diff = np.abs(rows(cpu) - rows(gpu))
     assert len(diff) == 7 and diff.mean() < MEAN_TOL
 
 
-def test_a_batch_nvjpeg_rejects_is_decoded_one_image_at_a_time(sample_dir: Path, decoder: GpuDecoder) -> None:
-    files = sorted(sample_dir.rglob("*.jpg"))[:4]
-    good = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files]
-    junk = torch.frombuffer(bytearray(b"\xff\xd8" + b"B" * 2048), dtype=torch.uint8)  # no marker after SOI
+def test_a_batch_with_a_broken_image_still_decodes_the_others(tmp_path: Path, sample_dir: Path,
+                                                               decoder: GpuDecoder) -> None:
+    good = [p.read_bytes() for p in sorted(sample_dir.rglob("*.jpg"))[:4]]
+    junk = b"\xff\xd8" + b"B" * 2048  # no marker after SOI
+    (tmp_path / "junk.jpg").write_bytes(junk)
+    try:
+        prepared = [decoder.lib.prepare(d) for d in (good[0], good[1], junk, good[2], good[3])]
+    except RuntimeError:  # nvImageCodec parses the headers when reading: the worker sends the file to the CPU path
+        data, encoded, error, _ = decoder._read(list_items([tmp_path]), SPEC.max_pixels)[0]
+        assert data == junk and encoded is None and error == ""
+        pytest.skip(f"{decoder.lib.label} refuses the broken file before decoding (checked above)")
     with torch.cuda.device(0):
-        images = decoder._nvjpeg([good[0], good[1], junk, good[2], good[3]])
+        images = [image for image, _ in decoder.lib.decode(prepared, decoder.stream)]
+        expected = [image for image, _ in decoder.lib.decode([decoder.lib.prepare(d) for d in good], decoder.stream)]
+        decoder.stream.synchronize()
     assert [image is None for image in images] == [False, False, True, False, False]
-    expected = decoder._nvjpeg(good)  # the same images in one batched call
-    for got, want in zip([images[i] for i in (0, 1, 3, 4)], expected):
+    for got, want in zip([images[i] for i in (0, 1, 3, 4)], expected):  # as in one call without the junk
         assert got.shape == want.shape and (got.int() - want.int()).abs().max() <= 2
 
 
@@ -135,18 +152,23 @@ def test_files_nvjpeg_must_not_take_fall_back_to_the_cpu_path(tmp_path: Path, sa
     np.testing.assert_array_equal(g[:3], c[:3])  # PNG, CMYK, rotated: decoded by the CPU path itself
     assert np.abs(g[3] - c[3]).mean() < MEAN_TOL  # grayscale: by nvJPEG (or the CPU path if it refuses)
     used = counts(gpu)
-    assert used["cpu_fallback"] >= 3 and used["gpu"] + used["cpu_fallback"] == 4 and used["failed"] == 0
+    assert used["cpu_fallback"] >= 3 and on_gpu(used) + used["cpu_fallback"] == 4 and used["failed"] == 0
 
 
-def test_hybrid_batches_split_between_gpu_and_cpu(sample_dir: Path) -> None:
-    hybrid = GpuDecoder(0, share=0.5)
+@pytest.mark.parametrize("share", [0.5, None])
+def test_hybrid_batches_split_between_gpu_and_cpu(sample_dir: Path, share: float | None) -> None:
+    hybrid = GpuDecoder(0, share=share, library=libraries("auto")[0], threads=4)
     try:
         cpu, mixed = decode(sample_dir, None), decode(sample_dir, hybrid)
     finally:
         hybrid.close()
     assert [b.keys for b in mixed] == [b.keys for b in cpu] and [b.errors for b in mixed] == [b.errors for b in cpu]
     used = counts(mixed)
-    assert used["cpu"] == sum(len(b.keys) - round(len(b.keys) * 0.5) for b in cpu) and used["gpu"] > 0
+    assert on_gpu(used) > 0 and used["cpu"] > 0
+    if share is not None:
+        assert used["cpu"] == sum(len(b.keys) - round(len(b.keys) * 0.5) for b in cpu)
+    else:  # tuned on the measured rate after every batch
+        assert hybrid.tuner.rate > 0 and 0.0 <= hybrid.share <= 1.0
     assert np.abs(rows(cpu) - rows(mixed)).mean() < MEAN_TOL
 
 
@@ -170,4 +192,5 @@ def test_score_with_gpu_decode_matches_cpu_decode(tmp_path: Path, sample_dir: Pa
     assert (results["gpu"][0] == results["cpu"][0]).all()
     ok = results["cpu"][0] == 0
     assert (results["gpu"][1][ok] == results["cpu"][1][ok]).all()
-    assert summary["decoders"]["gpu"] > 0 and summary["per_rank"][0]["device"].startswith("cuda:0")
+    assert on_gpu(summary["decoders"]) > 0 and summary["per_rank"][0]["device"].startswith("cuda:0")
+    assert summary["per_rank"][0]["stages"]["gpu"] > 0
