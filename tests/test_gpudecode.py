@@ -102,6 +102,11 @@ def test_hybrid_share_climbs_to_the_fastest_split(best: float) -> None:
     assert abs(np.mean(shares[-20:]) - best) <= 0.1, shares[-20:]  # it stays near the peak, stepping around it
 
 
+def test_cpu_decode_gets_a_worker_per_core_plus_one() -> None:
+    assert (gpudecode.default_workers(16, None), gpudecode.default_workers(2, None)) == (17, 3)
+    assert gpudecode.default_workers(1, None) == 0  # one core: decode inline in the rank's loop
+
+
 def test_decode_libraries_are_tried_best_first_and_only_when_installed() -> None:
     installed = gpudecode.libraries("auto")
     assert installed in ([], ["torchvision"], ["nvimgcodec"], ["nvimgcodec", "torchvision"])

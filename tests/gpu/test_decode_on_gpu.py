@@ -19,7 +19,7 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
 
-from batchscore.gpudecode import GpuDecoder, libraries  # noqa: E402
+from batchscore.gpudecode import GpuDecoder, default_workers, libraries  # noqa: E402
 from batchscore.pipeline import Batch, batches, decode_executor  # noqa: E402
 from batchscore.preprocess import Preprocess  # noqa: E402
 from batchscore.sources import list_items  # noqa: E402
@@ -80,6 +80,7 @@ def test_gpu_tensors_close_to_the_cpu_path_with_the_same_top1(sample_dir: Path, 
     stats = f"mean {diff.mean():.4f}, worst image {per_image.max():.4f}, p99 {np.percentile(diff, 99):.3f}"
     assert diff.mean() < MEAN_TOL and per_image.max() < IMAGE_MEAN_TOL, stats
     jpgs, pngs = len(list(sample_dir.rglob("*.jpg"))), len(list(sample_dir.rglob("*.png")))
+    assert default_workers(16, decoder) == 4  # the workers only read for a decoder that takes every image
     used = counts(gpu)
     assert on_gpu(used) == jpgs and (used["cpu_fallback"], used["failed"], used["cpu"]) == (pngs, 0, 0), used
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
@@ -169,6 +170,7 @@ def test_hybrid_batches_split_between_gpu_and_cpu(sample_dir: Path, share: float
         assert used["cpu"] == sum(len(b.keys) - round(len(b.keys) * 0.5) for b in cpu)
     else:  # tuned on the measured rate after every batch
         assert hybrid.tuner.rate > 0 and 0.0 <= hybrid.share <= 1.0
+    assert default_workers(16, hybrid) == 17  # the CPU workers decode too: one per core, plus one
     assert np.abs(rows(cpu) - rows(mixed)).mean() < MEAN_TOL
 
 
