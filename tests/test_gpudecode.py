@@ -85,7 +85,10 @@ def test_choose_decode(no_gpu: None) -> None:
 
 def test_gpu_decode_without_a_decode_library_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gpudecode, "visible_gpu_count", lambda: 1)  # a GPU, as on a GPU node
-    monkeypatch.setattr(gpudecode, "libraries", lambda requested: [])  # with no decode library installed
+    monkeypatch.setattr(gpudecode, "find_spec", lambda name: None)  # with neither torch
+    with pytest.raises(ConfigError, match="GPU decode resizes and normalises with PyTorch, which is not installed"):
+        choose_decode("gpu", "torch")
+    monkeypatch.setattr(gpudecode, "find_spec", lambda name: name == "torch" or None)  # nor a decode library
     with pytest.raises(ConfigError, match=r"no GPU decode library for gpu_decoder = 'nvimgcodec' is installed: "
                                           r"pip install 'nvidia-nvimgcodec-cu13\[nvjpeg\]'"):
         choose_decode("hybrid", "torch", "nvimgcodec")
