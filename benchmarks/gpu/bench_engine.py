@@ -92,7 +92,10 @@ def start_to_first_batch(model: Path, args: argparse.Namespace, name: str) -> di
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"seconds": round(info["first_batch_at"] - t0, 2), "cache": info["cache"],
-            "setup_seconds": round(info["setup_seconds"], 2), "finite": info["finite"]}
+            "imports_seconds": round(info["imported_at"] - t0, 2),
+            "activate_seconds": round(info["active_at"] - info["imported_at"], 2),
+            "setup_seconds": round(info["setup_seconds"], 2),
+            "first_batch_seconds": round(info["first_batch_at"] - info["active_at"], 2), "finite": info["finite"]}
 
 
 def main() -> None:

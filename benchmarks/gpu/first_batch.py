@@ -1,7 +1,9 @@
 """One cold or warm start of the torch backend: activate (build or load the engine) and run one batch.
 
-Prints one JSON line: the wall-clock time at which the first batch's outputs were on the host, the
-cache status and setup seconds. bench_engine.py starts this as a fresh process and times it.
+Prints one JSON line: the wall-clock times at which the imports were done, the engine was active and
+the first batch's outputs were on the host, the cache status and the engine's setup seconds (artifact
+load and compile), so a slow start can be split into its parts. bench_engine.py starts this as a fresh
+process and times it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch  # noqa: F401 - imported here so that its import time is counted as import time
 
 from batchscore.engines import EngineOptions, create_engine
+
+IMPORTED_AT = time.time()
 
 
 def main() -> None:
@@ -27,10 +32,12 @@ def main() -> None:
     engine = create_engine("torch", args.model, EngineOptions(args.batch_size, device=0, precision=args.precision,
                                                              compile=args.compile, cache_dir=args.cache_dir))
     engine.activate()
+    active = time.time()
     batch = np.random.default_rng(0).standard_normal((args.batch_size, 3, 224, 224), dtype=np.float32)
     out = engine.infer(batch)
     first = time.time()
-    print(json.dumps({"first_batch_at": first, "cache": engine.cache_status, "setup_seconds": engine.setup_seconds,
+    print(json.dumps({"imported_at": IMPORTED_AT, "active_at": active, "first_batch_at": first,
+                      "cache": engine.cache_status, "setup_seconds": engine.setup_seconds,
                       "finite": bool(np.isfinite(next(iter(out.values()))).all())}), flush=True)
     engine.deactivate()
 
