@@ -259,7 +259,11 @@ class NvImageCodec:
                     backends=[nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, kind))])
             except RuntimeError as exc:
                 self.failed[label] = str(exc)
-        self.steps = [label for _, label, _ in self.STEPS if label not in self.failed]
+
+    @property
+    def steps(self) -> list[str]:
+        """The working steps, in chain order (those whose decoder was created and, after `probe`, works)."""
+        return [label for key, label, _ in self.STEPS if key in self.decoders]
 
     def prepare(self, data: bytes) -> object:
         """On a worker: the code stream (headers parsed) that decode() takes."""
@@ -298,7 +302,6 @@ class NvImageCodec:
             if not ok:
                 failed.setdefault(label, "no image decoded")
                 del self.decoders[key]
-        self.steps = [label for _, label, _ in self.STEPS if label not in failed]
         if not self.decoders:
             raise RuntimeError("; ".join(f"{label}: {why}" for label, why in failed.items()))
 
