@@ -12,6 +12,7 @@ unless the job sets `share_gpus = true`: sharing halves each rank's throughput a
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -72,6 +73,16 @@ def nvidia_smi() -> tuple[GpuInfo, ...]:
         if len(parts) == 4 and parts[0].isdigit():
             gpus.append(GpuInfo(int(parts[0]), parts[1], parts[2], parts[3]))
     return tuple(gpus)
+
+
+def driver_version(proc: Path = Path("/proc/driver/nvidia/version")) -> str:
+    """The NVIDIA driver's version for cache keys: the kernel module's own file (instant), else nvidia-smi's
+    answer (a subprocess that took seconds on a cloud H100); "" without a driver."""
+    try:
+        found = re.search(r"Kernel Module\b.*?\s(\d+\.\d+(?:\.\d+)?)\s", proc.read_text())
+    except OSError:
+        found = None
+    return found[1] if found else ",".join(sorted({g.driver for g in nvidia_smi()}))
 
 
 def installed_gpus() -> list[str]:

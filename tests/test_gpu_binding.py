@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from batchscore.gpu import visible_devices, visible_gpu_count
+from batchscore.gpu import driver_version, visible_devices, visible_gpu_count
 from conftest import MPIEXEC, PYTHON, ROOT, mpi_env
 
 WORKER = str(Path(__file__).with_name("gpu_cache_worker.py"))
@@ -79,3 +79,19 @@ def test_share_gpus_is_a_job_key(tmp_path: Path, value: str) -> None:
     job.write_text(f'input = "x"\nmodel = "m.onnx"\noutput = "o"\nshare_gpus = {value}\ncompile = "cudagraph"\n')
     loaded = load_job(job)
     assert loaded.share_gpus is (value == "true") and loaded.compile == "cudagraph"
+
+
+@pytest.mark.parametrize("text,version", [
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  (dvs-builder@U16)  "
+     "Thu Sep 18 2026\nGCC version:  gcc version 12.2.0\n", "580.159.04"),
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n", "535.104.05"),
+])
+def test_driver_version_from_the_kernel_module_file(tmp_path: Path, text: str, version: str) -> None:
+    """The cache keys' driver version comes from /proc's file in both drivers' formats, no nvidia-smi started."""
+    proc = tmp_path / "version"
+    proc.write_text(text)
+    assert driver_version(proc) == version
+
+
+def test_driver_version_without_a_driver(tmp_path: Path) -> None:
+    assert driver_version(tmp_path / "missing") == ""  # no /proc file and no nvidia-smi on this machine

@@ -17,7 +17,10 @@ the compute stream, and outputs come back asynchronously. Compile modes:
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +30,7 @@ import torch
 
 from ..config import COMPILE_MODES
 from ..enginecache import EngineCache, StaleEntry, default_cache_dir
-from ..gpu import nvidia_smi
+from ..gpu import driver_version
 from ..model import inspect_model, model_sha256
 from . import Engine, EngineError
 
@@ -126,7 +129,9 @@ class TorchEngine(Engine):
         if self.device.type == "cpu" and o.compile != "eager":
             raise EngineError(f"compile = {o.compile!r} needs a GPU and none is bound to this rank; use 'eager'")
         self.dtype = DTYPES[o.precision]
-        info = inspect_model(self.model)
+        self.start_phases: dict[str, float] = {}  # seconds per activation step: where a slow start goes
+        with self._phase("inspect"):
+            info = inspect_model(self.model)
         self.input_name, self.input_shape = info.input_name, info.input_shape
         self.output_names = list(info.outputs)
         self.chw = tuple(info.input_shape[1:])
@@ -134,28 +139,41 @@ class TorchEngine(Engine):
             raise EngineError(f"{self.model}: needs fixed C, H, W input dimensions, got {info.input_shape}")
         self.cache_status, self.setup_seconds, self.compute_ms = "none", 0.0, 0.0
         if self.device.type == "cpu":
-            self.module = convert(self.model, self.dtype, self.device)
+            with self._phase("convert"):
+                self.module = convert(self.model, self.dtype, self.device)
             self.device_name = "cpu"
             return
-        torch.cuda.set_device(self.device)
+        with self._phase("cuda_init"):
+            torch.cuda.set_device(self.device)
+            self.device_name = f"cuda:{self.device.index} {torch.cuda.get_device_name(self.device)}"
         torch.backends.cudnn.benchmark = True
         if o.precision == "fp32":  # FP32 means FP32: no TF32 rounding in convolutions or matmuls
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-        self.device_name = f"cuda:{self.device.index} {torch.cuda.get_device_name(self.device)}"
-        self.module = self._compiled() if o.compile == "compiled" else convert(self.model, self.dtype, self.device)
-        self.copy_stream, self.compute_stream = torch.cuda.Stream(), torch.cuda.Stream()
-        shape = (o.batch_size, *self.chw)
-        self.slots = [Slot(torch.zeros(shape, pin_memory=True), torch.zeros(shape, device=self.device))
-                      for _ in range(SLOTS)]
-        with torch.inference_mode():
-            outs = self.module(self.slots[0].dev_in)  # warm-up; also gives the output shapes
-            for slot in self.slots:
-                slot.host_out = [torch.zeros(t.shape, pin_memory=True) for t in outs]
-                if o.compile != "eager":
-                    self._capture(slot)
-        torch.cuda.synchronize(self.device)
+        if o.compile == "compiled":
+            self.module = self._compiled()
+        else:
+            with self._phase("convert"):
+                self.module = convert(self.model, self.dtype, self.device)
+        with self._phase("buffers_capture"):
+            self.copy_stream, self.compute_stream = torch.cuda.Stream(), torch.cuda.Stream()
+            shape = (o.batch_size, *self.chw)
+            self.slots = [Slot(torch.zeros(shape, pin_memory=True), torch.zeros(shape, device=self.device))
+                          for _ in range(SLOTS)]
+            with torch.inference_mode():
+                outs = self.module(self.slots[0].dev_in)  # warm-up; also gives the output shapes
+                for slot in self.slots:
+                    slot.host_out = [torch.zeros(t.shape, pin_memory=True) for t in outs]
+                    if o.compile != "eager":
+                        self._capture(slot)
+            torch.cuda.synchronize(self.device)
         self.next = 0
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.start_phases[name] = round(self.start_phases.get(name, 0.0) + time.perf_counter() - start, 3)
 
     def _capture(self, slot: Slot) -> None:
         """Record the model on this set's device input once; replays then launch it in one call."""
@@ -170,13 +188,16 @@ class TorchEngine(Engine):
 
     def _compiled(self):  # noqa: ANN202 - torch.compile's module
         """The model compiled with max-autotune for this GPU and software, its compile cached once per node."""
-        props = torch.cuda.get_device_properties(self.device)
-        key = {"kind": "torch-inductor", "model_sha256": model_sha256(self.model), "gpu": props.name,
-               "compute_capability": f"{props.major}.{props.minor}",
-               "driver": ",".join(sorted({g.driver for g in nvidia_smi()})), "torch": torch.__version__,
-               "cuda": torch.version.cuda, "input_shape": list(self.chw), "batch": self.options.batch_size,
-               "precision": self.options.precision, "mode": COMPILE_OPTIONS}
-        module = torch.compile(convert(self.model, self.dtype, self.device), **COMPILE_OPTIONS)
+        import torch._inductor.config as inductor_config
+
+        with self._phase("key"):
+            props = torch.cuda.get_device_properties(self.device)
+            key = {"kind": "torch-inductor", "model_sha256": model_sha256(self.model), "gpu": props.name,
+                   "compute_capability": f"{props.major}.{props.minor}", "driver": driver_version(),
+                   "torch": torch.__version__, "cuda": torch.version.cuda, "input_shape": list(self.chw),
+                   "batch": self.options.batch_size, "precision": self.options.precision, "mode": COMPILE_OPTIONS}
+        with self._phase("convert"):
+            module = torch.compile(convert(self.model, self.dtype, self.device), **COMPILE_OPTIONS)
         example = torch.zeros((self.options.batch_size, *self.chw), device=self.device)
 
         def build(path: Path) -> None:
@@ -194,9 +215,14 @@ class TorchEngine(Engine):
                 raise StaleEntry(f"{path}: {type(exc).__name__}: {exc}") from None
 
         cache = EngineCache(self.options.cache_dir or default_cache_dir())
-        loaded = cache.get(key, build=build, load=load, suffix=".bin")
+        with self._phase("cache"):
+            loaded = cache.get(key, build=build, load=load, suffix=".bin")
         start = time.perf_counter()
-        with torch.inference_mode():
+        # A hit compiles no kernel, only loads them: Inductor's pool of compile workers (a process per core,
+        # each importing torch) would only delay it, so a hit runs without one unless the user set one.
+        threads = {} if "TORCHINDUCTOR_COMPILE_THREADS" in os.environ or loaded.status != "hit" else \
+            {"compile_threads": 1}
+        with self._phase("compile"), inductor_config.patch(threads), torch.inference_mode():
             module(example)  # the builder: compiled already; the others: compiled from the loaded caches
         self.cache_status, self.setup_seconds = loaded.status, loaded.seconds + time.perf_counter() - start
         return module
