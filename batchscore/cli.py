@@ -47,6 +47,8 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpu-decoder", choices=GPU_DECODERS,
                    help="GPU decode library: nvimgcodec (hardware JPEG decoder, then CUDA), torchvision (nvJPEG), "
                         "auto = nvimgcodec when installed and working, else torchvision")
+    g.add_argument("--gpu-decode-threads", type=int, metavar="N",
+                   help="GPU decoder threads per rank, each with its own CUDA stream; batches take turns")
     g.add_argument("--top-k", type=int, metavar="K")
     g.add_argument("--save-outputs", nargs="*", metavar="NAME",
                    help="keep full model outputs in scores.h5 (no names: all outputs)")
@@ -68,7 +70,7 @@ def job_from_args(args: argparse.Namespace) -> Job:
         batch_size=args.batch_size, backend=args.backend, precision=args.precision, top_k=args.top_k,
         save_outputs=save, workers=args.workers, threads=args.threads, overwrite=args.overwrite,
         compile=args.compile, cache_dir=args.cache_dir.resolve() if args.cache_dir else None,
-        decode=args.decode, gpu_decoder=args.gpu_decoder,
+        decode=args.decode, gpu_decoder=args.gpu_decoder, gpu_decode_threads=args.gpu_decode_threads,
     )
 
 

@@ -64,6 +64,7 @@ class Job:
     decode: str = "auto"
     gpu_decoder: str = "auto"
     gpu_decode_share: float | str = "auto"
+    gpu_decode_threads: int = 1
     source: Path | None = None
 
     def with_overrides(self, **values: Any) -> "Job":
@@ -93,6 +94,9 @@ class Job:
             raise ConfigError("calib_images and gate_images must be >= 1")
         if self.max_top1_drop < 0:
             raise ConfigError(f"max_top1_drop must be >= 0 percentage points, got {self.max_top1_drop}")
+        if self.gpu_decode_threads < 1:
+            raise ConfigError(f"gpu_decode_threads must be >= 1 (batches take turns between that many GPU decoder "
+                              f"threads), got {self.gpu_decode_threads}")
         share = self.gpu_decode_share
         if share != "auto" and (isinstance(share, str) or not 0.0 <= share <= 1.0):
             raise ConfigError(f"gpu_decode_share must be \"auto\" (tuned on the measured decode rate) or a number "
@@ -131,6 +135,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "decode": ((str,), "str"),
     "gpu_decoder": ((str,), "str"),
     "gpu_decode_share": ((float, int, str), "share"),
+    "gpu_decode_threads": ((int,), "int"),
 }
 _PREPROCESS_SCHEMA: dict[str, tuple[type, ...]] = {
     "resize": (int,),

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
@@ -309,50 +311,66 @@ class NvImageCodec:
 LIBRARIES = {"nvimgcodec": NvImageCodec, "torchvision": TorchvisionNvjpeg}
 
 
+@dataclass
+class Lane:
+    """One decoder thread: its own instance of the library, CUDA stream and thread."""
+
+    lib: TorchvisionNvjpeg | NvImageCodec
+    stream: torch.cuda.Stream
+    thread: ThreadPoolExecutor
+
+
 class GpuDecoder:
-    """One rank's GPU decoder: a library's decode steps and the tensor steps on `device`, in a thread (and CUDA
-    stream) of its own, so batch i+1 decodes while the engine runs batch i.
+    """One rank's GPU decoder: a library's decode steps and the tensor steps on `device`, in `lanes` threads
+    (each with its CUDA stream) of their own, so batch i+1 decodes while the engine runs batch i; with two
+    lanes, batch i+2 also decodes while batch i+1 is resized and handed over (batches take turns).
 
     share: the GPU's part of each batch (1.0 for decode = "gpu"), the rest going to the CPU workers; None tunes
     it after every batch on the measured decode rate (`ShareTuner`)."""
 
-    def __init__(self, device: int, share: float | None = 1.0, library: str = "torchvision", threads: int = 1) -> None:
+    def __init__(self, device: int, share: float | None = 1.0, library: str = "torchvision", threads: int = 1,
+                 lanes: int = 1) -> None:
         import torch
 
-        self.torch = torch
+        self.torch, self.library = torch, library
         self.device = torch.device("cuda", device)
-        self.lib = LIBRARIES[library](self.device, threads)
+        self.lanes = [Lane(LIBRARIES[library](self.device, threads), torch.cuda.Stream(self.device),
+                           ThreadPoolExecutor(1, thread_name_prefix=f"gpu-decode-{n}")) for n in range(lanes)]
+        self.lib = self.lanes[0].lib  # the label, steps and `prepare` (which any lane's decode takes)
+        self.next = 0
         self.tuner = ShareTuner() if share is None else None
         self.share = self.tuner.share if self.tuner else share
-        self.finished = 0.0  # when the decoder thread last handed over a batch (perf_counter)
-        self.stream = torch.cuda.Stream(self.device)
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix="gpu-decode")
+        self.finished = 0.0  # when a lane last handed over a batch (perf_counter)
+        self.lock = threading.Lock()  # the tuner and `finished`, updated by every lane
 
     def close(self) -> None:
-        self.thread.shutdown(wait=True, cancel_futures=True)
+        for lane in self.lanes:
+            lane.thread.shutdown(wait=True, cancel_futures=True)
 
     def probe(self) -> None:
-        """Decode a small JPEG on the GPU with each step of the library; RuntimeError when none works."""
+        """Decode a small JPEG on the GPU with each step of each lane's library; RuntimeError when none works."""
         from .doctor import tiny_jpeg  # a solid (200, 40, 60) JPEG made in memory
 
-        with self.torch.cuda.device(self.device), self.torch.cuda.stream(self.stream):
-            self.lib.probe(tiny_jpeg(64))
-            images = [image for image, _ in self.lib.decode([self.lib.prepare(tiny_jpeg(64))], self.stream)]
-            self.stream.synchronize()
-        means = [image.float().mean(dim=(1, 2)).tolist() for image in images if image is not None]
-        if len(means) != 1 or max(abs(a - b) for a, b in zip(means[0], (200, 40, 60))) > 12:
-            raise RuntimeError(f"{self.lib.label} decoded a 64×64 (200, 40, 60) JPEG to channel means {means}")
+        for lane in self.lanes:
+            with self.torch.cuda.device(self.device), self.torch.cuda.stream(lane.stream):
+                lane.lib.probe(tiny_jpeg(64))
+                images = [image for image, _ in lane.lib.decode([lane.lib.prepare(tiny_jpeg(64))], lane.stream)]
+                lane.stream.synchronize()
+            means = [image.float().mean(dim=(1, 2)).tolist() for image in images if image is not None]
+            if len(means) != 1 or max(abs(a - b) for a, b in zip(means[0], (200, 40, 60))) > 12:
+                raise RuntimeError(f"{lane.lib.label} decoded a 64×64 (200, 40, 60) JPEG to channel means {means}")
 
     def start_batch(self, chunk: Sequence[Item], spec: Preprocess, executor: Executor,
                     draft: bool = False) -> Started:
         """Start a batch (pipeline.batches calls this): workers read the GPU share's bytes (READ_CHUNK images
-        per task) and decode the CPU share; the decoder's thread then decodes on the GPU and assembles the
+        per task) and decode the CPU share; the next lane's thread then decodes on the GPU and assembles the
         batch there."""
+        lane, self.next = self.lanes[self.next], (self.next + 1) % len(self.lanes)
         k = round(len(chunk) * self.share)
         reads = [executor.submit(self._read, chunk[i:min(i + READ_CHUNK, k)], spec.max_pixels)
                  for i in range(0, k, READ_CHUNK)]
         cpu_finish, cpu_futures = cpu_batch(chunk[k:], spec, executor, draft)
-        job = self.thread.submit(self._decode, chunk, k, reads, cpu_finish, spec, executor, draft)
+        job = lane.thread.submit(self._decode, lane, chunk, k, reads, cpu_finish, spec, executor, draft)
         return job.result, [*reads, *cpu_futures, job]
 
     def _read(self, items: Sequence[Item], max_pixels: int) -> list[tuple[bytes | None, object, str, float]]:
@@ -369,9 +387,9 @@ class GpuDecoder:
             out.append((data, encoded, error, seconds))
         return out
 
-    def _decode(self, chunk: Sequence[Item], k: int, reads: list[Future], cpu_finish: Callable[[], Batch],
+    def _decode(self, lane: Lane, chunk: Sequence[Item], k: int, reads: list[Future], cpu_finish: Callable[[], Batch],
                 spec: Preprocess, executor: Executor, draft: bool) -> Batch:
-        """On the decoder's thread: the whole batch as one tensor on the GPU, bad images set aside."""
+        """On a lane's thread: the whole batch as one tensor on the GPU, bad images set aside."""
         torch = self.torch
         errors, read_s = [""] * k, 0.0
         to_gpu: dict[int, tuple[bytes, object]] = {}
@@ -384,11 +402,11 @@ class GpuDecoder:
                 fallback[i] = executor.submit(_cpu_decode, data, spec, draft)
         start = time.perf_counter()
         counts: dict[str, int] = defaultdict(int)
-        with torch.cuda.device(self.device), torch.cuda.stream(self.stream), torch.inference_mode():
+        with torch.cuda.device(self.device), torch.cuda.stream(lane.stream), torch.inference_mode():
             out = torch.empty((len(chunk), *spec.shape), dtype=torch.float32, device=self.device)
             decoded = {}
-            for (i, (data, _)), (image, key) in zip(to_gpu.items(), self.lib.decode([e for _, e in to_gpu.values()],
-                                                                                     self.stream)):
+            for (i, (data, _)), (image, key) in zip(to_gpu.items(), lane.lib.decode([e for _, e in to_gpu.values()],
+                                                                                     lane.stream)):
                 if image is None:
                     fallback[i] = executor.submit(_cpu_decode, data, spec, draft)
                 else:
@@ -408,12 +426,13 @@ class GpuDecoder:
             errors += cpu.errors
             good = np.array([not e for e in errors], dtype=bool)
             tensors = out if good.all() else out[torch.as_tensor(np.flatnonzero(good), device=self.device)]
-            self.stream.synchronize()  # ready for the engine's streams once handed over
+            lane.stream.synchronize()  # ready for the engine's streams once handed over
         gpu_seconds = time.perf_counter() - start - waited  # the thread's own time, GPU work included
-        now = time.perf_counter()
-        if self.tuner and self.finished:
-            self.share = self.tuner.update(len(chunk) / (now - self.finished))
-        self.finished = now
+        with self.lock:
+            now = time.perf_counter()
+            if self.tuner and self.finished:
+                self.share = self.tuner.update(len(chunk) / (now - self.finished))
+            self.finished = now
         counts.update(cpu_fallback=len(fallback) - sum(1 for i in fallback if errors[i]),
                       failed=sum(1 for e in errors[:k] if e) + cpu.decoders["failed"], cpu=cpu.decoders["cpu"])
         return Batch([it.key for it in chunk], tensors, errors, read_s + cpu.read_seconds, cpu.decode_seconds,
@@ -487,7 +506,7 @@ def gpu_decoder(mode: str, job: Job, device: int | None, rank: int, threads: int
     decoder, failed = None, []
     for library in libraries(job.gpu_decoder):
         try:
-            decoder = GpuDecoder(device, share, library, threads)
+            decoder = GpuDecoder(device, share, library, threads, job.gpu_decode_threads)
             decoder.probe()
             break
         except Exception as exc:  # an import, driver or decoder failure: each reads differently
@@ -505,7 +524,8 @@ def gpu_decoder(mode: str, job: Job, device: int | None, rank: int, threads: int
     part = "a share tuned on the decode rate" if share is None else f"{share:.0%}"
     steps = " -> ".join(decoder.lib.steps) + "".join(f"; {k} step off: {v}" for k, v in decoder.lib.failed.items())
     log(rank, f"decoders: {''.join(f + '; ' for f in failed)}{decoder.lib.label} on cuda:{device} ok "
-              f"({steps}), Pillow ok -> decode = {mode}, {part} of each batch on the GPU, "
+              f"({steps}; {len(decoder.lanes)} decoder thread(s)), Pillow ok -> decode = {mode}, {part} of each "
+              "batch on the GPU, "
               "the rest and rejected files on the CPU workers")
     try:
         yield decoder

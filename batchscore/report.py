@@ -4,7 +4,8 @@ Stages per rank: read and decode are summed over the rank's decode workers, whic
 the main loop; gpu is the GPU decoder thread's own time (decode on the GPU, resize, assembly);
 wait is how long the main loop waited for decoded input; h2d, infer, d2h and write are the main
 loop's own seconds. The bound stage is the busiest one, measured as the share of the rank's time
-each stage kept its threads busy (read and decode divided by the worker count): the one to speed
+each stage kept its threads busy (read and decode divided by the worker count, gpu by the GPU
+decoder threads): the one to speed
 up first. A GPU decoder and the engine share one GPU, so "gpu" and "infer" close together mean
 the GPU itself is the bound.
 """
@@ -31,6 +32,7 @@ class RankStats:
     device: str = "cpu"
     threads: int = 0
     workers: int = 0
+    gpu_threads: int = 0  # GPU decoder threads (lanes), 0 when decoding on the CPU
     images: int = 0
     ok: int = 0
     failed: int = 0
@@ -45,8 +47,8 @@ class RankStats:
     @property
     def busy(self) -> dict[str, float]:
         """Per stage, the seconds its threads were busy divided by how many ran it at once (not wait)."""
-        workers = max(1, self.workers)
-        return {s: self.stages[s] / (workers if s in ("read", "decode") else 1) for s in STAGES if s != "wait"}
+        at_once = {"read": max(1, self.workers), "decode": max(1, self.workers), "gpu": max(1, self.gpu_threads)}
+        return {s: self.stages[s] / at_once.get(s, 1) for s in STAGES if s != "wait"}
 
     @property
     def bound(self) -> str:

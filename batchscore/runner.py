@@ -205,11 +205,12 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
     progress = Progress(comm, total=len(plan.all_keys), initial=plan.resumed)
     with (gpu_decoder(plan.decode, job, engine.options.device, comm.rank, cores) as gpu,  # None: CPU decode
           decode_executor(workers := job.workers or default_workers(cores, gpu)) as pool):
-        stats.workers = workers
+        stats.workers, stats.gpu_threads = workers, len(gpu.lanes) if gpu else 0
+        ahead = max(2, 2 * workers // job.batch_size + 1, stats.gpu_threads + 1)  # batches decoding ahead
         comm.Barrier()
         start = time.perf_counter()
-        decoded = stop.until_stopped(batches(items, job.preprocess, job.batch_size, pool,
-                                             max(2, 2 * workers // job.batch_size + 1), job.decode_draft, gpu))
+        decoded = stop.until_stopped(batches(items, job.preprocess, job.batch_size, pool, ahead, job.decode_draft,
+                                             gpu))
         for n, (batch, outputs) in enumerate(scored(engine, decoded, plan.empty_outputs)):
             idx, score = topk(next(iter(outputs.values())), job.top_k)
             writer.add(batch.keys, _expand(batch, idx, -1), _expand(batch, score, np.nan), batch.errors,

@@ -120,7 +120,8 @@ def test_decode_libraries_are_tried_best_first_and_only_when_installed() -> None
                                             ({"gpu_decode_share": 1.5}, "or a number between 0 and 1"),
                                             ({"gpu_decode_share": "half"}, "gpu_decode_share must be \"auto\""),
                                             ({"gpu_decoder": "pillow"}, "gpu_decoder must be one of auto, "
-                                                                        "nvimgcodec, torchvision")])
+                                                                        "nvimgcodec, torchvision"),
+                                            ({"gpu_decode_threads": 0}, "gpu_decode_threads must be >= 1")])
 def test_decode_keys_are_checked(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         job_from_dict({"input": "x", "model": "m.onnx", "output": "o", **values}, Path("/"))

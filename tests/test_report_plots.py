@@ -59,6 +59,8 @@ def test_bound_is_the_busiest_stage_with_worker_stages_shared_out() -> None:
     assert stats.bound == "gpu"  # the GPU decoder thread runs alone: its seconds count whole
     stats.stages.update(wait=9.0)
     assert stats.bound == "gpu"  # waiting is a symptom, never the bound
+    stats.gpu_threads = 4
+    assert stats.bound == "infer"  # 2.5 s over 4 GPU decoder threads: each busy less than inference
     assert RankStats(1).bound == ""  # no work, no bound
 
 

@@ -145,6 +145,7 @@ class TorchEngine(Engine):
             return
         with self._phase("cuda_init"):
             torch.cuda.set_device(self.device)
+            torch.zeros(1, device=self.device)  # creates the CUDA context here, so that this step shows its cost
             self.device_name = f"cuda:{self.device.index} {torch.cuda.get_device_name(self.device)}"
         torch.backends.cudnn.benchmark = True
         if o.precision == "fp32":  # FP32 means FP32: no TF32 rounding in convolutions or matmuls
@@ -188,7 +189,8 @@ class TorchEngine(Engine):
 
     def _compiled(self):  # noqa: ANN202 - torch.compile's module
         """The model compiled with max-autotune for this GPU and software, its compile cached once per node."""
-        import torch._inductor.config as inductor_config
+        with self._phase("compiler_import"):
+            import torch._inductor.config as inductor_config  # Dynamo and Inductor: seconds
 
         with self._phase("key"):
             props = torch.cuda.get_device_properties(self.device)

@@ -102,7 +102,8 @@ def decode_only(items: list, spec, batch_size: int, workers: int, gpu=None) -> d
     counts: dict[str, int] = {}
     with decode_executor(workers) as pool:
         start = time.perf_counter()
-        for batch in batches(items, spec, batch_size, pool, max(2, 2 * workers // batch_size + 1), gpu=gpu):
+        ahead = max(2, 2 * workers // batch_size + 1, len(gpu.lanes) + 1 if gpu else 0)  # as the runner sizes it
+        for batch in batches(items, spec, batch_size, pool, ahead, gpu=gpu):
             for k, v in batch.decoders.items():
                 counts[k] = counts.get(k, 0) + v
         seconds = time.perf_counter() - start
@@ -153,10 +154,11 @@ def tensor_difference(items: list, spec, batch_size: int, workers: int, library:
             "worst_image_mean_abs": round(float(per_image.max()), 5)}
 
 
-def score(job: Path, mode: str, library: str, out: Path, timeout: float) -> dict:
-    """`python -m batchscore score --decode MODE --gpu-decoder LIB`: rate, stages and decoders from summary.json."""
+def score(job: Path, mode: str, library: str, threads: int, out: Path, timeout: float) -> dict:
+    """`python -m batchscore score --decode MODE --gpu-decoder LIB --gpu-decode-threads N`: rate, stages and
+    decoders from summary.json."""
     cmd = [sys.executable, "-m", "batchscore", "score", "--job", str(job), "--decode", mode, "--gpu-decoder",
-           library, "--output", str(out), "--overwrite"]
+           library, "--gpu-decode-threads", str(threads), "--output", str(out), "--overwrite"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     print(f"$ {' '.join(cmd)}\n{proc.stdout[-2500:]}{proc.stderr[-1500:]}", flush=True)
@@ -168,6 +170,11 @@ def score(job: Path, mode: str, library: str, out: Path, timeout: float) -> dict
             "wall_s": summary["wall_seconds"], "decode": summary.get("decode"), "decoders": summary.get("decoders"),
             "failed": summary["images"]["failed"], "device": rank["device"], "workers": rank["workers"],
             "stages": rank["stages"], "bound": rank["bound"], "busy_fraction": rank.get("busy_fraction")}
+
+
+def suffix(lanes: int) -> str:
+    """Result names of runs with more than one GPU decoder thread end in _t<lanes>."""
+    return f"_t{lanes}" if lanes != 1 else ""
 
 
 def top1(path: Path) -> dict[str, int]:
@@ -190,12 +197,14 @@ def main() -> int:
     ap.add_argument("--backend", default="torch")
     ap.add_argument("--modes", default="cpu,gpu,hybrid")
     ap.add_argument("--libraries", default="nvimgcodec,torchvision", help="GPU decode libraries to measure")
+    ap.add_argument("--gpu-threads", default="1", help="GPU decoder threads (lanes) to measure, e.g. 1,2")
     ap.add_argument("--score-timeout", type=float, default=150)
     args = ap.parse_args()
     from batchscore.preprocess import Preprocess
     from batchscore.sources import list_items
 
     w, h = (int(v) for v in args.size.lower().split("x"))
+    lane_counts = [int(n) for n in args.gpu_threads.split(",")]
     cores = os.cpu_count() or 1
     workers = cores + 1  # the runner's default for a rank that owns every core
     results: dict = {"benchmark": "decode_pipeline", "images": args.images, "batch_size": args.batch_size,
@@ -249,11 +258,12 @@ def main() -> int:
         for lib in libs:
             for kind in (("HW_GPU_ONLY", "GPU_ONLY", "HYBRID_CPU_GPU") if lib == "nvimgcodec" else ("",)):
                 step(f"raw_{lib}{'_' + kind if kind else ''}", raw_decode, paths, args.batch_size, lib, kind)
-            decoder = GpuDecoder(0, 1.0, lib, cores)
-            decoder.probe()
-            readers = default_workers(cores, decoder)  # as scoring sizes them: the workers only read
-            step(f"decode_gpu_{lib}", decode_only, items, spec, args.batch_size, readers, decoder)
-            decoder.close()
+            for lanes in lane_counts:
+                decoder = GpuDecoder(0, 1.0, lib, cores, lanes)
+                decoder.probe()
+                readers = default_workers(cores, decoder)  # as scoring sizes them: the workers only read
+                step(f"decode_gpu_{lib}{suffix(lanes)}", decode_only, items, spec, args.batch_size, readers, decoder)
+                decoder.close()
         if libs:
             decoder = GpuDecoder(0, None, libs[0], cores)  # hybrid, share tuned on the measured rate
             decoder.probe()
@@ -269,16 +279,16 @@ def main() -> int:
         f'cache_dir = "{args.work / "cache"}"', ""]))
     runs = []
     for mode in args.modes.split(","):
-        runs += ([(f"score_gpu_{lib}", mode, lib) for lib in libs] if mode == "gpu"
-                 else [(f"score_{mode}", mode, "auto")])
-    for name, mode, lib in runs:
-        step(name, score, job, mode, lib, args.work / f"out-{name}", args.score_timeout)
-    for name, _, lib in runs:
+        runs += ([(f"score_gpu_{lib}{suffix(n)}", mode, lib, n) for lib in libs for n in lane_counts] if mode == "gpu"
+                 else [(f"score_{mode}", mode, "auto", 1)])
+    for name, mode, lib, lanes in runs:
+        step(name, score, job, mode, lib, lanes, args.work / f"out-{name}", args.score_timeout)
+    for name, _, lib, _ in runs:
         if name.startswith("score_gpu_") and "error" not in results[name] and "score_cpu" in results \
                 and "error" not in results["score_cpu"]:
             cpu = top1(args.work / "out-score_cpu" / "scores.h5")
             gpu = top1(args.work / f"out-{name}" / "scores.h5")
-            results[f"top1_agreement_{lib}_vs_cpu_pct"] = round(100 * np.mean([cpu[k] == gpu[k] for k in cpu]), 3)
+            results[f"top1_agreement_{name[10:]}_vs_cpu_pct"] = round(100 * np.mean([cpu[k] == gpu[k] for k in cpu]), 3)
 
     report(results)
     write_results(args.out, "decode_pipeline", results, show=False)
@@ -292,15 +302,14 @@ def rate(results: dict, name: str, key: str = "img_s") -> float | None:
 
 def report(results: dict) -> None:
     """The table, the targets and the GPU runs' stages, on stdout and into `results`."""
-    libs = results.get("libraries", [])
     rows = [("engine only, FP16 file, fed host arrays", rate(results, "engine_fp16_file", "host_fed_img_s")),
             ("engine only, FP16 file, fed GPU tensors", rate(results, "engine_fp16_file", "device_fed_img_s")),
             ("engine only, FP32 file at fp16, host-fed", rate(results, "engine_fp32_file_at_fp16", "host_fed_img_s")),
             (f"decode only: Pillow, {results['decode_workers']} threads (read incl.)", rate(results, "decode_cpu"))]
     rows += [(f"decode only: {name[4:]} raw, batched (no read/resize)", rate(results, name))
              for name in results if name.startswith("raw_")]
-    rows += [(f"decode only: GPU decoder {lib} (read, decode, resize, normalise)", rate(results, f"decode_gpu_{lib}"))
-             for lib in libs]
+    rows += [(f"decode only: GPU decoder {name[11:]} (read, decode, resize, normalise)", rate(results, name))
+             for name in results if name.startswith("decode_gpu_")]
     rows += [("decode only: hybrid, share tuned on the rate", rate(results, "decode_hybrid"))]
     ends = [name for name in results if name.startswith("score_")]
     rows += [(f"end to end: {name[6:]}", rate(results, name)) for name in ends]

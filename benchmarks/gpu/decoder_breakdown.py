@@ -51,13 +51,13 @@ def steps(library: str, items: list, spec, batch_size: int) -> dict:  # noqa: AN
         if library == "nvimgcodec":
             first = next(iter(lib.decoders.values()))
             seconds, images = synced(torch, lambda: first.decode(prepared, params=lib.params,
-                                                                 cuda_stream=decoder.stream.cuda_stream))
+                                                                 cuda_stream=decoder.lanes[0].stream.cuda_stream))
             add("library_decode_call", seconds)
             add("wrap_cuda_array_interface", synced(torch, lambda: [torch.as_tensor(i, device=decoder.device)
                                                                     for i in images])[0])
             if hasattr(images[0], "__dlpack__"):
                 add("wrap_dlpack", synced(torch, lambda: [torch.from_dlpack(i) for i in images])[0])
-        seconds, decoded = synced(torch, lambda: lib.decode(prepared, decoder.stream))
+        seconds, decoded = synced(torch, lambda: lib.decode(prepared, decoder.lanes[0].stream))
         add("library_decode_as_scoring_calls_it", seconds)
         out = torch.empty((len(chunk), *spec.shape), device=decoder.device)
         images = {i: image for i, (image, _) in enumerate(decoded)}

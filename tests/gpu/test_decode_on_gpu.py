@@ -129,9 +129,10 @@ def test_a_batch_with_a_broken_image_still_decodes_the_others(tmp_path: Path, sa
         assert data == junk and encoded is None and error == ""
         pytest.skip(f"{decoder.lib.label} refuses the broken file before decoding (checked above)")
     with torch.cuda.device(0):
-        images = [image for image, _ in decoder.lib.decode(prepared, decoder.stream)]
-        expected = [image for image, _ in decoder.lib.decode([decoder.lib.prepare(d) for d in good], decoder.stream)]
-        decoder.stream.synchronize()
+        stream = decoder.lanes[0].stream
+        images = [image for image, _ in decoder.lib.decode(prepared, stream)]
+        expected = [image for image, _ in decoder.lib.decode([decoder.lib.prepare(d) for d in good], stream)]
+        stream.synchronize()
     assert [image is None for image in images] == [False, False, True, False, False]
     for got, want in zip([images[i] for i in (0, 1, 3, 4)], expected):  # as in one call without the junk
         assert got.shape == want.shape and (got.int() - want.int()).abs().max() <= 2
@@ -154,6 +155,19 @@ def test_files_nvjpeg_must_not_take_fall_back_to_the_cpu_path(tmp_path: Path, sa
     assert np.abs(g[3] - c[3]).mean() < MEAN_TOL  # grayscale: by nvJPEG (or the CPU path if it refuses)
     used = counts(gpu)
     assert used["cpu_fallback"] >= 3 and on_gpu(used) + used["cpu_fallback"] == 4 and used["failed"] == 0
+
+
+def test_two_lanes_give_the_same_batches_in_order(sample_dir: Path, decoder: GpuDecoder) -> None:
+    """Batches take turns between two decoder threads (streams, library instances): same tensors, same order."""
+    two = GpuDecoder(0, library=decoder.library, threads=4, lanes=2)
+    try:
+        two.probe()
+        one, both = decode(sample_dir, decoder, batch_size=8), decode(sample_dir, two, batch_size=8)
+    finally:
+        two.close()
+    assert len(both) > 2 and [b.keys for b in both] == [b.keys for b in one]
+    assert [b.errors for b in both] == [b.errors for b in one] and counts(both) == counts(one)
+    np.testing.assert_array_equal(rows(both), rows(one))
 
 
 @pytest.mark.parametrize("share", [0.5, None])

@@ -52,6 +52,9 @@ def test_compiled_artifact_is_cached_and_reloaded(batches, tmp_path: Path) -> No
     for _ in range(2):
         with create_engine("torch", MODEL, options) as engine:
             statuses.append(engine.cache_status)
+            phases = engine.start_phases  # where the start went, step by step
+            assert {"cuda_init", "convert", "cache", "compile", "buffers_capture"} <= set(phases), phases
+            assert engine.setup_seconds >= phases["compile"] > 0
             got = [o["logits"] for o in engine.infer_iter(batches)]
         for g, e in zip(got, expected):
             np.testing.assert_allclose(g, e, atol=5e-2 * max(1.0, np.abs(e).max()), rtol=0)
