@@ -154,11 +154,12 @@ def tensor_difference(items: list, spec, batch_size: int, workers: int, library:
             "worst_image_mean_abs": round(float(per_image.max()), 5)}
 
 
-def score(job: Path, mode: str, library: str, threads: int, out: Path, timeout: float) -> dict:
-    """`python -m batchscore score --decode MODE --gpu-decoder LIB --gpu-decode-threads N`: rate, stages and
-    decoders from summary.json."""
+def score(job: Path, mode: str, library: str, threads: int, workers: int, out: Path, timeout: float) -> dict:
+    """`python -m batchscore score --decode MODE --gpu-decoder LIB --gpu-decode-threads N --workers W` (W = 0: the
+    default for the mode): rate, stages and decoders from summary.json."""
     cmd = [sys.executable, "-m", "batchscore", "score", "--job", str(job), "--decode", mode, "--gpu-decoder",
-           library, "--gpu-decode-threads", str(threads), "--output", str(out), "--overwrite"]
+           library, "--gpu-decode-threads", str(threads), "--workers", str(workers), "--output", str(out),
+           "--overwrite"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     print(f"$ {' '.join(cmd)}\n{proc.stdout[-2500:]}{proc.stderr[-1500:]}", flush=True)
@@ -172,9 +173,9 @@ def score(job: Path, mode: str, library: str, threads: int, out: Path, timeout: 
             "stages": rank["stages"], "bound": rank["bound"], "busy_fraction": rank.get("busy_fraction")}
 
 
-def suffix(lanes: int) -> str:
-    """Result names of runs with more than one GPU decoder thread end in _t<lanes>."""
-    return f"_t{lanes}" if lanes != 1 else ""
+def suffix(lanes: int, workers: int = 0) -> str:
+    """Result names of runs with more than one GPU decoder thread end in _t<lanes>, with set read workers _w<n>."""
+    return (f"_t{lanes}" if lanes != 1 else "") + (f"_w{workers}" if workers else "")
 
 
 def top1(path: Path) -> dict[str, int]:
@@ -198,6 +199,8 @@ def main() -> int:
     ap.add_argument("--modes", default="cpu,gpu,hybrid")
     ap.add_argument("--libraries", default="nvimgcodec,torchvision", help="GPU decode libraries to measure")
     ap.add_argument("--gpu-threads", default="1", help="GPU decoder threads (lanes) to measure, e.g. 1,2")
+    ap.add_argument("--score-workers", default="0", help="read workers of the gpu-mode score runs, e.g. 1,2,4 "
+                                                         "(0: the runner's default)")
     ap.add_argument("--score-timeout", type=float, default=150)
     args = ap.parse_args()
     from batchscore.preprocess import Preprocess
@@ -205,6 +208,7 @@ def main() -> int:
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     lane_counts = [int(n) for n in args.gpu_threads.split(",")]
+    worker_counts = [int(n) for n in args.score_workers.split(",")]
     cores = os.cpu_count() or 1
     workers = cores + 1  # the runner's default for a rank that owns every core
     results: dict = {"benchmark": "decode_pipeline", "images": args.images, "batch_size": args.batch_size,
@@ -279,11 +283,11 @@ def main() -> int:
         f'cache_dir = "{args.work / "cache"}"', ""]))
     runs = []
     for mode in args.modes.split(","):
-        runs += ([(f"score_gpu_{lib}{suffix(n)}", mode, lib, n) for lib in libs for n in lane_counts] if mode == "gpu"
-                 else [(f"score_{mode}", mode, "auto", 1)])
-    for name, mode, lib, lanes in runs:
-        step(name, score, job, mode, lib, lanes, args.work / f"out-{name}", args.score_timeout)
-    for name, _, lib, _ in runs:
+        runs += ([(f"score_gpu_{lib}{suffix(n, w)}", mode, lib, n, w) for lib in libs for n in lane_counts
+                  for w in worker_counts] if mode == "gpu" else [(f"score_{mode}", mode, "auto", 1, 0)])
+    for name, mode, lib, lanes, readers in runs:
+        step(name, score, job, mode, lib, lanes, readers, args.work / f"out-{name}", args.score_timeout)
+    for name, *_ in runs:
         if name.startswith("score_gpu_") and "error" not in results[name] and "score_cpu" in results \
                 and "error" not in results["score_cpu"]:
             cpu = top1(args.work / "out-score_cpu" / "scores.h5")
