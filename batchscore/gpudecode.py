@@ -54,9 +54,11 @@ if TYPE_CHECKING:
 
 #: images per read task of the GPU share: per-image tasks cost more interpreter-lock time than the reads
 READ_CHUNK = 16
-#: read workers of a rank whose batches all go to a GPU decoder (the workers only read): on the H100, 4
-#: fed the decoder faster than 8 or 17, whose contention for the interpreter lock slowed its thread
-GPU_READ_WORKERS = 4
+#: read workers of a rank whose batches all go to a GPU decoder (the workers only read): more of them contend
+#: with the decoder thread and the loop for the interpreter lock. ResNet-50 end to end on the H100, 1 / 2 / 4
+#: workers: nvImageCodec 5,786 / 5,912 / 4,963 img/s, torchvision 6,420 / 6,101 / 4,887 (17 were slower still);
+#: two, not one, so that one slow read (a network filesystem) does not stall the decoder
+GPU_READ_WORKERS = 2
 #: backends whose engines take a batch that is already on the GPU (Engine.device_batches)
 GPU_DECODE_BACKENDS = ("torch", "tensorrt")
 #: SOF markers nvJPEG decodes (baseline, extended sequential, progressive Huffman); other SOFs go to the CPU.
