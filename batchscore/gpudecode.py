@@ -45,7 +45,7 @@ from .comm import log
 from .config import ConfigError, Job
 from .engines import EngineError
 from .gpu import visible_gpu_count
-from .pipeline import Batch, Started, cpu_batch, read_item
+from .pipeline import Batch, Started, cpu_batch, read_ahead_seconds, read_item, start_read_ahead
 from .preprocess import DEFAULT_MAX_PIXELS, DecodeError, Preprocess, preprocess
 from .sources import Item
 
@@ -369,17 +369,21 @@ class GpuDecoder:
         batch there."""
         lane, self.next = self.lanes[self.next], (self.next + 1) % len(self.lanes)
         k = round(len(chunk) * self.share)
-        reads = [executor.submit(self._read, chunk[i:min(i + READ_CHUNK, k)], spec.max_pixels)
+        ahead = start_read_ahead(chunk[:k], executor)  # tar members: the GPU share's spans in large reads
+        reads = [executor.submit(self._read, chunk[:k], range(i, min(i + READ_CHUNK, k)), spec.max_pixels, ahead)
                  for i in range(0, k, READ_CHUNK)]
         cpu_finish, cpu_futures = cpu_batch(chunk[k:], spec, executor, draft)
-        job = lane.thread.submit(self._decode, lane, chunk, k, reads, cpu_finish, spec, executor, draft)
-        return job.result, [*reads, *cpu_futures, job]
+        job = lane.thread.submit(self._decode, lane, chunk, k, reads, cpu_finish, spec, executor, draft, ahead)
+        return job.result, [*([ahead] if ahead else []), *reads, *cpu_futures, job]
 
-    def _read(self, items: Sequence[Item], max_pixels: int) -> list[tuple[bytes | None, object, str, float]]:
-        """On a worker, per item: (bytes, the library's input or None for the CPU path, read error, seconds)."""
+    def _read(self, items: Sequence[Item], indices: Sequence[int], max_pixels: int,
+              ahead: Future | None = None) -> list[tuple[bytes | None, object, str, float]]:
+        """On a worker, per item of `items` at `indices`: (bytes, the library's input or None for the CPU path,
+        read error, seconds); the bytes from the batch's read-ahead where it holds them."""
         out = []
-        for item in items:
-            data, error, seconds = read_item(item)
+        for i in indices:
+            item = items[i]
+            data, error, seconds = read_item(item, ahead, i)
             encoded = None
             if data is not None and not gpu_route(data, max_pixels):
                 try:
@@ -390,10 +394,10 @@ class GpuDecoder:
         return out
 
     def _decode(self, lane: Lane, chunk: Sequence[Item], k: int, reads: list[Future], cpu_finish: Callable[[], Batch],
-                spec: Preprocess, executor: Executor, draft: bool) -> Batch:
+                spec: Preprocess, executor: Executor, draft: bool, ahead: Future | None = None) -> Batch:
         """On a lane's thread: the whole batch as one tensor on the GPU, bad images set aside."""
         torch = self.torch
-        errors, read_s = [""] * k, 0.0
+        errors, read_s = [""] * k, read_ahead_seconds(ahead)
         to_gpu: dict[int, tuple[bytes, object]] = {}
         fallback: dict[int, Future] = {}
         for i, (data, encoded, error, seconds) in enumerate(r for future in reads for r in future.result()):

@@ -9,7 +9,9 @@ faster than threads. A ring of reused batch arrays saved about 1% of decode time
 batch that turns invalid when the next one is asked for, so each batch gets a fresh array.
 
 Work is submitted per image, in order, with at most `prefetch` batches in flight (a bounded
-queue), so memory stays flat on any archive size and output order is the input order. A bad
+queue), so memory stays flat on any archive size and output order is the input order. Tar shards
+are read ahead: a batch's members of one shard come in one large sequential read (`read_ahead`),
+which shared filesystems serve far better than a seek and a small read per image. A bad
 image becomes an error entry in its batch; it never fails the batch or the run. With a GPU decoder
 (gpudecode.py) the workers only read, and each batch is decoded on the GPU instead (or a share of
 it, `decode = "hybrid"`); its tensors are then a torch tensor on that GPU.
@@ -65,23 +67,97 @@ class Batch:
 
 
 _local = threading.local()
+#: tar members less than this far apart (their 512-byte headers and padding between them) share a read
+SPAN_GAP = 1 << 20
+#: the largest single read of a span
+SPAN_MAX = 64 << 20
 
 
-def read_item(item: Item) -> tuple[bytes | None, str, float]:
-    """The item's encoded bytes (None when unreadable), the error or "", and the seconds it took."""
+@dataclass
+class ReadAhead:
+    """A batch's tar members read as spans: their bytes by index in the batch, and the seconds it took."""
+
+    data: dict[int, bytes]
+    seconds: float
+
+
+def tar_spans(chunk: Sequence[Item]) -> list[list[int]]:
+    """Indices of `chunk` in runs of two or more tar members of one shard, in file order, SPAN_GAP apart at
+    most and SPAN_MAX long at most: each run is one sequential read. Other items are read one by one."""
+    runs: list[list[int]] = []
+    for i, it in enumerate(chunk):
+        if it.kind != "tar":
+            continue
+        if runs:
+            first, last = chunk[runs[-1][0]], chunk[runs[-1][-1]]
+            if (it.path == last.path and 0 <= it.offset - (last.offset + last.size) <= SPAN_GAP
+                    and it.offset + it.size - first.offset <= SPAN_MAX):
+                runs[-1].append(i)
+                continue
+        runs.append([i])
+    return [run for run in runs if len(run) > 1]
+
+
+def read_ahead(chunk: Sequence[Item]) -> ReadAhead:
+    """The bytes of `chunk`'s tar members, one read per `tar_spans` run. A member the span does not hold
+    whole (a truncated shard) is left out, so that reading it on its own gives its error."""
+    start, data = time.perf_counter(), {}
+    reader = _reader()
+    for run in tar_spans(chunk):
+        first, last = chunk[run[0]], chunk[run[-1]]
+        try:
+            span = reader.read_span(first.path, first.offset, last.offset + last.size - first.offset)
+        except OSError:
+            continue
+        for i in run:
+            piece = span[chunk[i].offset - first.offset:chunk[i].offset - first.offset + chunk[i].size]
+            if len(piece) == chunk[i].size:
+                data[i] = piece
+    return ReadAhead(data, time.perf_counter() - start)
+
+
+def start_read_ahead(chunk: Sequence[Item], executor: Executor) -> Future | None:
+    """Submit `read_ahead` for a batch with tar members, before its per-image tasks: they wait on it, and
+    since the pool takes tasks in order it is already running by then (no task waits on one queued)."""
+    return executor.submit(read_ahead, chunk) if any(it.kind == "tar" for it in chunk) else None
+
+
+def read_ahead_seconds(ahead: Future | None) -> float:
+    """The seconds a batch's read-ahead took (0 without one, or when it was cancelled or failed)."""
+    try:
+        return ahead.result().seconds if ahead is not None else 0.0
+    except BaseException:  # noqa: BLE001 - cancelled or failed: its images were then read one by one
+        return 0.0
+
+
+def _reader() -> Reader:
     reader = getattr(_local, "reader", None)
     if reader is None:
         reader = _local.reader = Reader()  # one per thread: tar and HDF5 handles are not shared
+    return reader
+
+
+def read_item(item: Item, ahead: Future | None = None, index: int = 0) -> tuple[bytes | None, str, float]:
+    """The item's encoded bytes (None when unreadable), the error or "", and the seconds it took; from its
+    batch's read-ahead (`ahead`, the item being number `index` of the batch) when that holds it."""
+    if ahead is not None:
+        try:
+            data = ahead.result().data.get(index)
+        except BaseException:  # noqa: BLE001 - cancelled (the consumer stopped) or failed: the item's own read decides
+            data = None
+        if data is not None:
+            return data, "", 0.0  # the span's seconds are counted once, for the batch
     t0 = time.perf_counter()
     try:
-        return reader.read(item), "", time.perf_counter() - t0
+        return _reader().read(item), "", time.perf_counter() - t0
     except (OSError, ValueError) as exc:
         return None, f"read failed: {exc}", time.perf_counter() - t0
 
 
-def decode_into(out: np.ndarray, item: Item, spec: Preprocess, draft: bool = False) -> tuple[str, float, float]:
+def decode_into(out: np.ndarray, item: Item, spec: Preprocess, draft: bool = False, ahead: Future | None = None,
+                index: int = 0) -> tuple[str, float, float]:
     """Read and preprocess one item into `out`; returns (error or "", read seconds, decode seconds)."""
-    data, error, read_s = read_item(item)
+    data, error, read_s = read_item(item, ahead, index)
     if data is None:
         return error, read_s, 0.0
     t1 = time.perf_counter()
@@ -110,16 +186,18 @@ def decode_executor(workers: int) -> Executor:
 def cpu_batch(chunk: Sequence[Item], spec: Preprocess, executor: Executor, draft: bool = False) -> Started:
     """Start decoding `chunk` on the CPU workers, each image straight into the batch's array."""
     array = np.empty((len(chunk), *spec.shape), np.float32)
-    futures = [executor.submit(decode_into, array[i], it, spec, draft) for i, it in enumerate(chunk)]
+    ahead = start_read_ahead(chunk, executor)
+    futures = [executor.submit(decode_into, array[i], it, spec, draft, ahead, i) for i, it in enumerate(chunk)]
 
     def finish() -> Batch:
         errors, read_s, decode_s = zip(*(f.result() for f in futures)) if futures else ((), (), ())
-        batch = Batch([it.key for it in chunk], array, list(errors), sum(read_s), sum(decode_s))
+        read_s = sum(read_s) + read_ahead_seconds(ahead)
+        batch = Batch([it.key for it in chunk], array, list(errors), read_s, sum(decode_s))
         if not batch.ok.all():
             batch.tensors = array[batch.ok]  # the engine gets the good images only
         return batch
 
-    return finish, futures
+    return finish, [*([ahead] if ahead else []), *futures]
 
 
 def batches(items: Sequence[Item], spec: Preprocess, batch_size: int, executor: Executor,

@@ -167,6 +167,12 @@ class Reader:
             return bytes(memoryview(dset[item.offset]))
         raise ValueError(item.error or f"unreadable item kind {item.kind!r}")
 
+    def read_span(self, path: str, offset: int, size: int) -> bytes:
+        """`size` bytes of a tar from `offset` in one sequential read (fewer at the end of a truncated file)."""
+        f = self._open(path)
+        f.seek(offset)
+        return f.read(size)
+
     def _open(self, path: str):  # noqa: ANN202 - file or h5py.File
         handle = self._files.get(path)
         if handle is None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batchscore.pipeline import batches, decode_executor
+from batchscore.pipeline import SPAN_GAP, batches, decode_executor, read_ahead, read_item, tar_spans
 from batchscore.preprocess import Preprocess, decode, preprocess
 from batchscore.sources import list_items
 
@@ -71,6 +71,45 @@ def test_threads_read_one_tar_like_the_folder(tmp_path: Path, sample_dir: Path) 
     from_tar = np.concatenate([b.tensors for b in run(list_items([tmp_path / "shard.tar"]), 3, 4)])
     expected = np.stack([preprocess(p.read_bytes(), SPEC) for p in files])
     np.testing.assert_array_equal(from_tar, expected)
+
+
+def test_tar_members_of_a_batch_come_in_one_read_per_shard(tmp_path: Path, sample_dir: Path) -> None:
+    """Two shards and a folder image in one batch: one span per shard, bytes as read one by one; a member far
+    past the others (a large non-image member between) starts a span of its own."""
+    files = sorted(p for p in sample_dir.rglob("*.jpg"))[:10]
+    for name, part in (("a.tar", files[:4]), ("b.tar", files[4:9])):
+        with tarfile.open(tmp_path / name, "w") as tar:
+            for p in part:
+                tar.add(p, arcname=p.name)
+            if name == "b.tar":  # 2 MB of something else, then one more image
+                info = tarfile.TarInfo("notes.bin")
+                info.size = 2 * SPAN_GAP
+                tar.addfile(info, io.BytesIO(bytes(info.size)))
+                tar.add(files[9], arcname="z_last.jpg")
+    (tmp_path / "loose").mkdir()
+    shutil.copy(files[0], tmp_path / "loose" / "x.jpg")
+    items = list_items([tmp_path / "a.tar", tmp_path / "b.tar", tmp_path / "loose"])
+    assert [it.kind for it in items] == ["tar"] * 10 + ["file"]
+    assert tar_spans(items) == [[0, 1, 2, 3], [4, 5, 6, 7, 8]]  # z_last.jpg and the loose file: read alone
+    ahead = read_ahead(items)
+    assert sorted(ahead.data) == list(range(9)) and ahead.seconds > 0
+    for i in range(9):
+        assert ahead.data[i] == read_item(items[i])[0] == (files[:9][i]).read_bytes()
+
+
+def test_a_truncated_shard_still_gives_its_whole_members_and_error_rows(tmp_path: Path, sample_dir: Path) -> None:
+    files = sorted(p for p in sample_dir.rglob("*.jpg"))[:6]
+    with tarfile.open(tmp_path / "shard.tar", "w") as tar:
+        for p in files:
+            tar.add(p, arcname=p.name)
+    items = list_items([tmp_path / "shard.tar"])
+    cut = items[3].offset + items[3].size // 2  # the file ends inside member 3
+    data = (tmp_path / "shard.tar").read_bytes()[:cut]
+    (tmp_path / "shard.tar").write_bytes(data)
+    assert sorted(read_ahead(items).data) == [0, 1, 2]
+    (batch,) = run(items, 3, 8)  # the listing was made before the cut, as when a shard is cut mid-run
+    assert batch.errors[:3] == ["", "", ""] and all("truncated" in e for e in batch.errors[3:]), batch.errors
+    np.testing.assert_array_equal(batch.tensors, np.stack([preprocess(p.read_bytes(), SPEC) for p in files[:3]]))
 
 
 def photo(w: int, h: int) -> bytes:

@@ -45,7 +45,7 @@ def steps(library: str, items: list, spec, batch_size: int) -> dict:  # noqa: AN
 
     for n, chunk in enumerate(chunks):
         start = time.perf_counter()
-        reads = decoder._read(chunk, spec.max_pixels)
+        reads = decoder._read(chunk, range(len(chunk)), spec.max_pixels)
         add("read_route_prepare_one_worker", time.perf_counter() - start)
         prepared = [encoded for _, encoded, _, _ in reads]
         if library == "nvimgcodec":
