@@ -24,7 +24,7 @@ from .engines import GPU_BACKENDS, Engine, EngineOptions, choose_backend, create
 from .gpu import bind_gpu
 from .gpudecode import choose_decode, default_workers, gpu_decoder
 from .h5lock import check_locking, is_lock_error, lock_advice
-from .incremental import Changes, plan_changes, publish_run
+from .incremental import INDEX, Changes, plan_changes, publish_run
 from .model import ModelError, class_names, inspect_model, model_sha256
 from .pipeline import Batch, batches, decode_executor
 from .precision import job_samples, prepare_model, variant_metadata
@@ -104,6 +104,10 @@ def plan_run(job: Job) -> Plan:
     if job.incremental:  # only what is new or changed since the last run, scored into OUTPUT/runs/<run>
         changes, items = plan_changes(job, items, fingerprint)
         job = job.with_overrides(output=changes.run_dir)
+    elif (job.output / INDEX).exists():  # a nightly job that lost its flag would rescore the whole archive
+        raise ConfigError(f"{job.output} holds the index of incremental runs ({INDEX}); pass --incremental (or set "
+                          "incremental = true) to score what is new or changed since the last run, or choose "
+                          "another --output for a full run")
 
     out = job.output
     existing = [name for name in RESULT_FILES if (out / name).exists()]

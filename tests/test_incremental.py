@@ -116,6 +116,16 @@ def test_manifest_hash_keeps_scores_of_touched_files(tmp_path: Path, archive: Pa
     assert set(scores(third)) == {touched} and summary["incremental"]["changed"] == 1
 
 
+def test_a_full_run_into_the_incremental_store_is_refused_before_any_work(tmp_path: Path, archive: Path,
+                                                                          model: Path) -> None:
+    """A nightly job that lost its flag would score the whole archive again, beside the index: exit 2 instead."""
+    run_night(nightly(tmp_path, archive, model))
+    before = sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*"))
+    res = batchscore("score", "--job", str(nightly(tmp_path, archive, model, incremental=False)), "--overwrite")
+    assert res.returncode == 2 and "pass --incremental" in res.stderr and INDEX in res.stderr
+    assert sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*")) == before
+
+
 def test_other_settings_rescore_everything(tmp_path: Path, archive: Path, model: Path) -> None:
     run_night(nightly(tmp_path, archive, model))
     job = nightly(tmp_path, archive, model, top_k=3, incremental=False)
