@@ -76,8 +76,8 @@ def nvidia_smi() -> tuple[GpuInfo, ...]:
 
 
 def driver_version(proc: Path = Path("/proc/driver/nvidia/version")) -> str:
-    """The NVIDIA driver's version for cache keys: the kernel module's own file (instant), else nvidia-smi's
-    answer (a subprocess that took seconds on a cloud H100); "" without a driver."""
+    """The NVIDIA driver's version for cache keys: the kernel module's own file, read without starting a
+    process, else nvidia-smi's answer; "" without a driver."""
     try:
         found = re.search(r"Kernel Module\b.*?\s(\d+\.\d+(?:\.\d+)?)\s", proc.read_text())
     except OSError:

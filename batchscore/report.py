@@ -5,9 +5,8 @@ the main loop; gpu is the GPU decoder thread's own time (decode on the GPU, resi
 wait is how long the main loop waited for decoded input; h2d, infer, d2h and write are the main
 loop's own seconds. The bound stage is the busiest one, measured as the share of the rank's time
 each stage kept its threads busy (read and decode divided by the worker count, gpu by the GPU
-decoder threads): the one to speed
-up first. A GPU decoder and the engine share one GPU, so "gpu" and "infer" close together mean
-the GPU itself is the bound.
+decoder threads): the one to speed up first. A GPU decoder and the engine share one GPU, so "gpu"
+and "infer" close together mean the GPU itself is the bound.
 """
 
 from __future__ import annotations
