@@ -370,7 +370,7 @@ class GpuDecoder:
         lane, self.next = self.lanes[self.next], (self.next + 1) % len(self.lanes)
         k = round(len(chunk) * self.share)
         ahead = start_read_ahead(chunk[:k], executor)  # tar members: the GPU share's spans in large reads
-        reads = [executor.submit(self._read, chunk[:k], range(i, min(i + READ_CHUNK, k)), spec.max_pixels, ahead)
+        reads = [executor.submit(self._read, chunk, range(i, min(i + READ_CHUNK, k)), spec.max_pixels, ahead)
                  for i in range(0, k, READ_CHUNK)]
         cpu_finish, cpu_futures = cpu_batch(chunk[k:], spec, executor, draft)
         job = lane.thread.submit(self._decode, lane, chunk, k, reads, cpu_finish, spec, executor, draft, ahead)

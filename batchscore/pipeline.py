@@ -122,12 +122,24 @@ def start_read_ahead(chunk: Sequence[Item], executor: Executor) -> Future | None
     return executor.submit(read_ahead, chunk) if any(it.kind == "tar" for it in chunk) else None
 
 
+def _ahead_result(ahead: Future | None) -> ReadAhead | None:
+    """A batch's read-ahead once done; None without one, or when it was cancelled (the consumer stopped) or
+    failed: its images are then read one by one, and those reads decide their errors."""
+    try:
+        return ahead.result() if ahead is not None else None
+    except Exception:  # noqa: BLE001 - CancelledError, or whatever the read raised
+        return None
+
+
 def read_ahead_seconds(ahead: Future | None) -> float:
     """The seconds a batch's read-ahead took (0 without one, or when it was cancelled or failed)."""
-    try:
-        return ahead.result().seconds if ahead is not None else 0.0
-    except BaseException:  # noqa: BLE001 - cancelled or failed: its images were then read one by one
-        return 0.0
+    done = _ahead_result(ahead)
+    return done.seconds if done else 0.0
+
+
+def default_prefetch(workers: int, batch_size: int, gpu_threads: int = 0) -> int:
+    """Batches to keep decoding ahead: enough to keep `workers` threads and every GPU decoder thread busy."""
+    return max(2, 2 * workers // batch_size + 1, gpu_threads + 1)
 
 
 def _reader() -> Reader:
@@ -140,13 +152,9 @@ def _reader() -> Reader:
 def read_item(item: Item, ahead: Future | None = None, index: int = 0) -> tuple[bytes | None, str, float]:
     """The item's encoded bytes (None when unreadable), the error or "", and the seconds it took; from its
     batch's read-ahead (`ahead`, the item being number `index` of the batch) when that holds it."""
-    if ahead is not None:
-        try:
-            data = ahead.result().data.get(index)
-        except BaseException:  # noqa: BLE001 - cancelled (the consumer stopped) or failed: the item's own read decides
-            data = None
-        if data is not None:
-            return data, "", 0.0  # the span's seconds are counted once, for the batch
+    done = _ahead_result(ahead)
+    if done is not None and index in done.data:
+        return done.data[index], "", 0.0  # the span's seconds are counted once, for the batch
     t0 = time.perf_counter()
     try:
         return _reader().read(item), "", time.perf_counter() - t0

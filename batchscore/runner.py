@@ -26,7 +26,7 @@ from .gpudecode import choose_decode, default_workers, gpu_decoder
 from .h5lock import check_locking, is_lock_error, lock_advice
 from .incremental import INDEX, Changes, plan_changes, publish_run
 from .model import ModelError, class_names, inspect_model, model_sha256
-from .pipeline import Batch, batches, decode_executor
+from .pipeline import Batch, batches, decode_executor, default_prefetch
 from .precision import job_samples, prepare_model, variant_metadata
 from .report import RankStats, format_table, summarize
 from .signals import GracefulStop, Interrupted
@@ -210,7 +210,7 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
     with (gpu_decoder(plan.decode, job, engine.options.device, comm.rank, cores) as gpu,  # None: CPU decode
           decode_executor(workers := job.workers or default_workers(cores, gpu)) as pool):
         stats.workers, stats.gpu_threads = workers, len(gpu.lanes) if gpu else 0
-        ahead = max(2, 2 * workers // job.batch_size + 1, stats.gpu_threads + 1)  # batches decoding ahead
+        ahead = default_prefetch(workers, job.batch_size, stats.gpu_threads)
         comm.Barrier()
         start = time.perf_counter()
         decoded = stop.until_stopped(batches(items, job.preprocess, job.batch_size, pool, ahead, job.decode_draft,

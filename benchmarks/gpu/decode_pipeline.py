@@ -97,12 +97,12 @@ def engine_only(model: Path, precision: str, batch_size: int, n: int) -> dict:
 
 def decode_only(items: list, spec, batch_size: int, workers: int, gpu=None) -> dict:  # noqa: ANN001
     """Images/s of the decode stage alone, as scoring runs it (read included), tensors ready."""
-    from batchscore.pipeline import batches, decode_executor
+    from batchscore.pipeline import batches, decode_executor, default_prefetch
 
     counts: dict[str, int] = {}
     with decode_executor(workers) as pool:
         start = time.perf_counter()
-        ahead = max(2, 2 * workers // batch_size + 1, len(gpu.lanes) + 1 if gpu else 0)  # as the runner sizes it
+        ahead = default_prefetch(workers, batch_size, len(gpu.lanes) if gpu else 0)  # as the runner sizes it
         for batch in batches(items, spec, batch_size, pool, ahead, gpu=gpu):
             for k, v in batch.decoders.items():
                 counts[k] = counts.get(k, 0) + v
