@@ -4,7 +4,7 @@ Makes an archive (a tar of generated images repeated under distinct names), a Re
 job, then runs `mpirun -n 1` and `mpirun -n N` with the same per-rank settings (decode workers,
 batch, compile mode) and reports each run's aggregate images/s from summary.json and their ratio.
 
-    python benchmarks/gpu/scaling.py --ranks 2 --out $OUT    # writes scaling.json
+    python benchmarks/gpu/scaling.py --ranks 2 --decode gpu --out $OUT    # writes scaling-gpu.json
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=14, help="decode processes per rank, the same in both runs")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--compile", default="eager")
+    ap.add_argument("--decode", default="cpu", help="the job's decode setting: cpu, gpu, hybrid or auto")
     ap.add_argument("--mpirun", default=shutil.which("mpirun") or "mpirun")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -76,14 +77,15 @@ def main() -> None:
     job = args.work / "job.toml"
     job.write_text(f'input = "{archive}"\nmodel = "{model}"\noutput = "{args.work / "out"}"\nbackend = "torch"\n'
                    f'precision = "fp16"\nbatch_size = {args.batch_size}\ncompile = "{args.compile}"\n'
-                   f'cache_dir = "{args.work / "cache"}"\ntop_k = 5\n')
+                   f'cache_dir = "{args.work / "cache"}"\ntop_k = 5\ndecode = "{args.decode}"\n')
     results: dict = {"images": args.images, "workers_per_rank": args.workers, "batch_size": args.batch_size,
-                     "compile": args.compile}
+                     "compile": args.compile, "decode": args.decode}
     results["one_rank"] = run(1, job, args.work / "out1", args.workers, args.mpirun)
-    write_results(args.out, "scaling", results, show=False)
+    write_results(args.out, f"scaling-{args.decode}", results, show=False)
     results[f"{args.ranks}_ranks"] = run(args.ranks, job, args.work / f"out{args.ranks}", args.workers, args.mpirun)
-    results["speedup"] = round(results[f"{args.ranks}_ranks"]["aggregate_img_s"] / results["one_rank"]["aggregate_img_s"], 3)
-    write_results(args.out, "scaling", results)
+    many, one = results[f"{args.ranks}_ranks"]["aggregate_img_s"], results["one_rank"]["aggregate_img_s"]
+    results["speedup"] = round(many / one, 3)
+    write_results(args.out, f"scaling-{args.decode}", results)
 
 
 if __name__ == "__main__":
