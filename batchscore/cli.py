@@ -39,7 +39,7 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=BACKENDS)
     g.add_argument("--precision", choices=PRECISIONS)
     g.add_argument("--compile", choices=COMPILE_MODES,
-                   help="torch backend: eager, CUDA graphs, or torch.compile (max-autotune) once per node, cached")
+                   help="torch backend: eager, CUDA graphs, or an AOTInductor package built once per node, cached")
     g.add_argument("--cache-dir", type=Path, metavar="DIR", help="engine cache (plans, compiled models)")
     g.add_argument("--decode", choices=DECODE_MODES,
                    help="where images are decoded: gpu = nvJPEG on the rank's GPU (torch backend), hybrid = "

@@ -6,11 +6,13 @@ the compute stream, and outputs come back asynchronously. Compile modes:
 
 - "eager": plain PyTorch; any batch size up to the job's, no start-up cost.
 - "cudagraph": eager kernels captured once per buffer set and replayed (short final batch padded).
-- "compiled": torch.compile with max-autotune (minutes), its Inductor caches (compiled graphs, the
-  kernels autotuning chose, their binaries) saved as one artifact (`torch.compiler.save_cache_artifacts`)
-  under a key like a TensorRT plan's; one rank per node compiles, the others wait, load the artifact
-  and compile again as cache hits, in seconds. Each buffer set's run is then captured in a CUDA graph.
-  (An AOTInductor package was tried first: loading the compiled ResNet-50 crashed in its C++ wrapper.)
+- "compiled": an AOTInductor package (`torch.export` + `aoti_compile_and_package`: about a minute),
+  cached on disk under a key like a TensorRT plan's; one rank per node builds, the others wait and
+  load it. A hit loads one shared library with the weights and kernels inside, in seconds: no ONNX
+  conversion, no Dynamo, no Inductor. The wrapper is linked with `-Bsymbolic`: without it, every load
+  on the H100 crashed (likely its inlined libstdc++ code, `std::regex` among it, bound partly to the
+  process's libstdc++ and partly to its own copies).
+  Its runs are not captured in CUDA graphs (capture fails inside AOTInductor's runner).
 
 `torch` is imported with this module, which is imported only when the torch backend is chosen.
 """
@@ -18,8 +20,10 @@ the compute stream, and outputs come back asynchronously. Compile modes:
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +44,11 @@ ONNX_DTYPES = {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: 
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
                            "QLinearMatMul", "ConvInteger", "MatMulInteger"})
 SLOTS = 2
-#: torch.compile's settings for compile = "compiled": static shapes (batches are padded to the job's size),
-#: CUDA graphs captured by this backend per buffer set rather than by Inductor
-COMPILE_OPTIONS = {"mode": "max-autotune-no-cudagraphs", "dynamic": False, "fullgraph": True}
+#: Inductor settings of the AOTInductor build (compile = "compiled"): its defaults. On the H100 they gave
+#: ResNet-50 FP16 24.2k img/s in a 74 s build; max-autotune took 400 s to build (benchmarks/gpu/results).
+AOTI_CONFIGS: dict = {}
+#: linker flags of the package's wrapper library: bind its own (inlined libstdc++) symbols to itself
+AOTI_LINK_FLAGS = "-Wl,-Bsymbolic"
 
 
 def cuda_available() -> bool:
@@ -95,6 +101,49 @@ def convert(model: Path, dtype: torch.dtype, device: torch.device) -> Wrapped:
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     return Wrapped(net, dtype, channels_last).eval()
+
+
+def aoti_package(module: torch.nn.Module, example: torch.Tensor, path: Path, link_flags: str = AOTI_LINK_FLAGS,
+                 configs: dict | None = None) -> None:
+    """Export `module` at the example's (static) shape and compile it into an AOTInductor package at `path`."""
+    import torch._inductor
+    import torch._inductor.config as inductor_config
+
+    with tempfile.TemporaryDirectory(prefix="batchscore-cxx-") as folder, torch.no_grad():
+        program = torch.export.export(module, (example,))
+        with inductor_config.patch({"cpp.cxx": (None, linking_compiler(link_flags, Path(folder)))}):
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path),
+                                                     inductor_configs=AOTI_CONFIGS if configs is None else configs)
+
+
+def linking_compiler(flags: str, folder: Path) -> str:
+    """A `g++` in `folder` that adds `flags` to shared-library links: Inductor has no setting for link flags."""
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    if compiler is None:
+        raise EngineError("compile = 'compiled' builds a C++ library on the first rank of a node and found no C++ "
+                          "compiler (g++, or the one CXX names); install one, or use compile = 'cudagraph'")
+    wrapper = folder / "g++"  # Inductor knows a GCC by its name
+    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" -shared "*) exec "{compiler}" "$@" {flags};; esac\n'
+                       f'exec "{compiler}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def load_aoti(path: Path, device_index: int) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+    """The package's model as a function of the input batch, run on the current CUDA stream.
+
+    The C++ loader is called directly where it exists: `aoti_load_package` first compares the package's
+    CPU vector ISA with this machine's by compiling and loading probe programs, 57 s on the H100 machine,
+    for a model that runs on the GPU.
+    """
+    loader_class = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
+    if loader_class is None:
+        from torch._inductor import aoti_load_package
+
+        compiled = aoti_load_package(str(path), device_index=device_index)
+        return lambda x: tuple(compiled(x))
+    loader = loader_class(str(path), "model", False, 1, device_index)
+    return lambda x: tuple(loader.run([x]))
 
 
 @dataclass
@@ -165,7 +214,7 @@ class TorchEngine(Engine):
                 outs = self.module(self.slots[0].dev_in)  # warm-up; also gives the output shapes
                 for slot in self.slots:
                     slot.host_out = [torch.zeros(t.shape, pin_memory=True) for t in outs]
-                    if o.compile != "eager":
+                    if o.compile == "cudagraph":
                         self._capture(slot)
             torch.cuda.synchronize(self.device)
         self.next = 0
@@ -187,47 +236,33 @@ class TorchEngine(Engine):
         with torch.cuda.graph(slot.graph):
             slot.graph_out = self.module(slot.dev_in)
 
-    def _compiled(self):  # noqa: ANN202 - torch.compile's module
-        """The model compiled with max-autotune for this GPU and software, its compile cached once per node."""
-        with self._phase("compiler_import"):
-            import torch._inductor.config as inductor_config  # Dynamo and Inductor: seconds
-
+    def _compiled(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+        """The model as an AOTInductor package for this GPU and software: built once per node, then loaded."""
         with self._phase("key"):
             props = torch.cuda.get_device_properties(self.device)
-            key = {"kind": "torch-inductor", "model_sha256": model_sha256(self.model), "gpu": props.name,
+            key = {"kind": "torch-aoti", "model_sha256": model_sha256(self.model), "gpu": props.name,
                    "compute_capability": f"{props.major}.{props.minor}", "driver": driver_version(),
                    "torch": torch.__version__, "cuda": torch.version.cuda, "input_shape": list(self.chw),
-                   "batch": self.options.batch_size, "precision": self.options.precision, "mode": COMPILE_OPTIONS}
-        with self._phase("convert"):
-            module = torch.compile(convert(self.model, self.dtype, self.device), **COMPILE_OPTIONS)
-        example = torch.zeros((self.options.batch_size, *self.chw), device=self.device)
+                   "batch": self.options.batch_size, "precision": self.options.precision,
+                   "inductor": AOTI_CONFIGS, "link": AOTI_LINK_FLAGS}
 
         def build(path: Path) -> None:
-            with torch.inference_mode():
-                module(example)  # compiles and autotunes: minutes
-            saved = torch.compiler.save_cache_artifacts()
-            if saved is None:
-                raise EngineError("torch.compile produced no cache artifacts to save (is the Inductor cache off?)")
-            path.write_bytes(saved[0])
+            with self._phase("convert"):
+                module = convert(self.model, self.dtype, self.device)
+            with self._phase("export_compile"):
+                aoti_package(module, torch.zeros((self.options.batch_size, *self.chw), device=self.device), path)
 
-        def load(path: Path) -> None:
+        def load(path: Path) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
             try:
-                torch.compiler.load_cache_artifacts(path.read_bytes())
-            except Exception as exc:  # another torch's format, or a truncated file: each fails its own way
-                raise StaleEntry(f"{path}: {type(exc).__name__}: {exc}") from None
+                return load_aoti(path, self.device.index)
+            except RuntimeError as exc:  # another torch's package, or a damaged file
+                raise StaleEntry(f"{path}: {exc}") from None
 
         cache = EngineCache(self.options.cache_dir or default_cache_dir())
         with self._phase("cache"):
-            loaded = cache.get(key, build=build, load=load, suffix=".bin")
-        start = time.perf_counter()
-        # A hit compiles no kernel, only loads them: Inductor's pool of compile workers (a process per core,
-        # each importing torch) would only delay it, so a hit runs without one unless the user set one.
-        threads = {} if "TORCHINDUCTOR_COMPILE_THREADS" in os.environ or loaded.status != "hit" else \
-            {"compile_threads": 1}
-        with self._phase("compile"), inductor_config.patch(threads), torch.inference_mode():
-            module(example)  # the builder: compiled already; the others: compiled from the loaded caches
-        self.cache_status, self.setup_seconds = loaded.status, loaded.seconds + time.perf_counter() - start
-        return module
+            loaded = cache.get(key, build=build, load=load, suffix=".pt2")
+        self.cache_status, self.setup_seconds = loaded.status, loaded.seconds
+        return loaded.value
 
     def _run(self, slot: Slot, rows: int) -> tuple[torch.Tensor, ...]:
         if slot.graph is not None:

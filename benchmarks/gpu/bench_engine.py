@@ -2,10 +2,9 @@
 
 Measures images/s at one batch size for plain eager (torchvision model, input already on the GPU),
 then the torch backend fed from host memory (pinned double buffering, as when scoring) in eager,
-CUDA-graph and compiled (torch.compile max-autotune, its caches saved as one artifact) modes, plus
-the compiled engine's cold start (compile) and warm start (cache hit) to the first batch, each in a
-fresh process with empty Inductor and Triton caches of its own, as on another node: the warm start
-has only the saved artifact.
+CUDA-graph and compiled (an AOTInductor package, cached) modes, plus the compiled engine's cold start
+(build) and warm starts (cache hit) to the first batch, each in a fresh process with empty Inductor and
+Triton caches of its own, as on another node: a warm start has only the cached package.
 
     python benchmarks/gpu/bench_engine.py --out $OUT      # prints a table, writes engine.json
 """
@@ -73,22 +72,20 @@ def backend(model: Path, mode: str, args: argparse.Namespace, host: list[np.ndar
     return result
 
 
-def start_to_first_batch(model: Path, args: argparse.Namespace, name: str, env: dict | None = None,
-                         cache: str = "cache", keep_local: bool = False) -> dict:
+def start_to_first_batch(model: Path, args: argparse.Namespace, name: str) -> dict:
     """A fresh process from launch to the first batch's outputs on the host (compiled mode).
 
-    It gets Inductor/Triton caches of its own (`local-caches-{name}`), emptied first unless `keep_local`,
-    the engine cache folder `cache` under the work folder, and `env` on top of this process's environment.
+    It gets empty Inductor/Triton caches of its own (`local-caches-{name}`) and the engine cache folder
+    `cache` under the work folder.
     """
     local = args.work / f"local-caches-{name}"
-    if not keep_local:
-        shutil.rmtree(local, ignore_errors=True)
+    shutil.rmtree(local, ignore_errors=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TORCHINDUCTOR_CACHE_DIR": str(local / "inductor"),
-           "TRITON_CACHE_DIR": str(local / "triton"), **(env or {})}
+           "TRITON_CACHE_DIR": str(local / "triton")}
     t0 = time.time()
     try:
         proc = subprocess.run([sys.executable, str(HERE / "first_batch.py"), "--model", str(model), "--cache-dir",
-                               str(args.work / cache), "--batch-size", str(args.batch_size), "--precision",
+                               str(args.work / "cache"), "--batch-size", str(args.batch_size), "--precision",
                                args.precision], capture_output=True, text=True, timeout=args.compile_timeout,
                               env=env)
     except subprocess.TimeoutExpired:
@@ -108,28 +105,6 @@ def start_to_first_batch(model: Path, args: argparse.Namespace, name: str, env: 
                                                          if v >= 0.05}}
 
 
-#: warm starts to compare with the backend's own: (environment, whether the artifact is saved again under it)
-VARIANTS = {
-    "pool": ({"TORCHINDUCTOR_COMPILE_THREADS": str(os.cpu_count())}, False),  # a hit with Inductor's worker pool
-    "again": ({}, False),  # the same warm start once more: how much two runs differ
-    "again2": ({}, False),
-    # Dynamo's output cached in the artifact too; on torch 2.11 saving failed (onnx2torch's GraphModule class is
-    # local to a function)
-    "precompile": ({"TORCH_CACHING_PRECOMPILE": "1"}, True),
-}
-
-
-def warm_variant(model: Path, args: argparse.Namespace, name: str) -> dict:
-    """A warm start under another setting. One that changes what the artifact holds first saves it again into a
-    cache of its own, from a process on the cold start's (full) local caches, so that takes seconds, not a compile."""
-    env, rebuild = VARIANTS[name]
-    if rebuild:
-        saved = start_to_first_batch(model, args, "cold", env, cache=f"cache-{name}", keep_local=True)
-        if "error" in saved:
-            return {"error": f"saving the artifact again: {saved['error']}"}
-    return start_to_first_batch(model, args, f"warm-{name}", env, cache=f"cache-{name}" if rebuild else "cache")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results/gpu")))
@@ -139,7 +114,7 @@ def main() -> None:
     ap.add_argument("--precision", default="fp16")
     ap.add_argument("--modes", default="eager,cudagraph,compiled")
     ap.add_argument("--compile-timeout", type=float, default=None, help="seconds a cold start may take")
-    ap.add_argument("--warm-variants", default="", help=f"more warm starts to compare: {', '.join(VARIANTS)}")
+    ap.add_argument("--warm-starts", type=int, default=1, help="warm starts to measure, one after another")
     args = ap.parse_args()
     model = resnet50_onnx(args.work / "resnet50.onnx")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.precision]
@@ -157,16 +132,14 @@ def main() -> None:
             write_results(args.out, "engine", results, show=False)
             if "error" in results["compiled_cold_start"]:
                 break
-            results["compiled_warm_start"] = start_to_first_batch(model, args, "warm")
-            print("compiled warm start:", results["compiled_warm_start"], flush=True)
-            write_results(args.out, "engine", results, show=False)
+            for n in range(args.warm_starts):
+                name = "compiled_warm_start" + (f"_{n + 1}" if n else "")
+                results[name] = start_to_first_batch(model, args, f"warm{n}")
+                print(f"{name}:", results[name], flush=True)
+                write_results(args.out, "engine", results, show=False)
         results[f"backend_{mode}"] = backend(model, mode, args, host)
         results[f"backend_{mode}_vs_plain_eager"] = round(results[f"backend_{mode}"]["img_s"] / eager, 3)
         print(f"backend {mode}:", results[f"backend_{mode}"], flush=True)
-        write_results(args.out, "engine", results, show=False)
-    for variant in filter(None, args.warm_variants.split(",")) if "compiled_warm_start" in results else ():
-        results[f"compiled_warm_start_{variant}"] = warm_variant(model, args, variant)
-        print(f"compiled warm start, {variant}:", results[f"compiled_warm_start_{variant}"], flush=True)
         write_results(args.out, "engine", results, show=False)
     write_results(args.out, "engine", results)
 

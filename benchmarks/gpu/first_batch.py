@@ -2,7 +2,7 @@
 
 Prints one JSON line: the wall-clock times at which torch and then batchscore were imported, the engine
 was active and the first batch's outputs were on the host, the cache status, the engine's setup seconds
-(artifact load and compile), its seconds per activation step and torch.compile's own time per phase, so a
+(package load, or build), its seconds per activation step and any torch.compile phase times, so that a
 slow start can be split into its parts. bench_engine.py starts this as a fresh process and times it.
 """
 
