@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from collections import Counter, defaultdict
@@ -345,9 +346,9 @@ def _software_now() -> dict[str, str]:
         if module is not None:
             now[name] = module.__version__
     gpu, _ = _import("batchscore.gpu")
-    drivers = sorted({g.driver for g in gpu.nvidia_smi()}) if gpu else []
-    if drivers:
-        now["driver"] = ",".join(drivers)
+    driver = gpu.driver_version() if gpu else ""  # as the cache keys read it
+    if driver:
+        now["driver"] = driver
     return now
 
 
@@ -420,7 +421,20 @@ def job_checks(path: Path) -> tuple[list[Check], object]:
     except (ModelError, EngineError) as exc:
         checks.append(Check("model", FAIL, str(exc), f"set model in {path} to a readable .onnx file"))
     checks += output_checks(job.output, job.overwrite)
+    if job.compile == "compiled" and job.backend in ("torch", "auto"):
+        checks.append(compiler_check())
     return checks, job
+
+
+def compiler_check() -> Check:
+    """compile = "compiled" links a C++ library (AOTInductor) on the rank that builds a node's package."""
+    compiler = os.environ.get("CXX", "g++")
+    found = shutil.which(compiler)
+    if found:
+        return Check("compiler", OK, f"{found} (compile = 'compiled' builds its package with it)")
+    return Check("compiler", WARN, f"compile = 'compiled' builds a C++ library where no package is cached yet, and "
+                 f"{compiler} is not on PATH here", "load a GCC module (module load gcc) or set CXX; or prebuild "
+                 "with python -m batchscore build on a node that has one; or use compile = 'cudagraph'")
 
 
 # --- report ----------------------------------------------------------------------------------------

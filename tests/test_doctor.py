@@ -210,3 +210,21 @@ def test_two_ranks_on_one_gpu_fail_only_when_a_gpu_backend_would_stop() -> None:
     assert gpus_check(shared, "onnxruntime", on_gpu_backend=False, share=False).status == "WARN"
     assert gpus_check(shared, "tensorrt", on_gpu_backend=True, share=True).status == "OK"
     assert gpus_check([_view(0, "GPU-aaaa"), _view(1, "GPU-bbbb")], "tensorrt", True, False).status == "OK"
+
+
+def test_compiled_mode_checks_for_the_compiler_it_links_with(tmp_path: Path, sample_dir: Path, model: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """compile = "compiled" builds a C++ library (AOTInductor) where no package is cached: doctor says whether
+    the compiler it would use (CXX, else g++) is there, and how to get one when it is not."""
+    job = write_job(tmp_path / "job.toml", input=str(sample_dir), model=str(model), output=str(tmp_path / "out"),
+                    backend="torch", compile="compiled")
+    monkeypatch.setenv("CXX", "no-such-g++")
+    checks, _ = parse(batchscore("doctor", "--job", str(job)).stdout)
+    (status, detail, fix), = checks["compiler"]
+    assert status == "WARN" and "no-such-g++ is not on PATH" in detail and "module load gcc" in fix
+    if shutil.which("g++"):
+        monkeypatch.delenv("CXX")
+        checks, _ = parse(batchscore("doctor", "--job", str(job)).stdout)
+        assert statuses(checks, "compiler") == ["OK"] and shutil.which("g++") in checks["compiler"][0][1]
+    eager = write_job(tmp_path / "eager.toml", input=str(sample_dir), model=str(model), output=str(tmp_path / "o"))
+    assert "compiler" not in parse(batchscore("doctor", "--job", str(eager)).stdout)[0]
