@@ -30,8 +30,6 @@ OK, WARN, FAIL = "OK", "WARN", "FAIL"
 NETWORK_FS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3"})
 ROOT_VARS = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM",
              "PRTE_ALLOW_RUN_AS_ROOT", "PRTE_ALLOW_RUN_AS_ROOT_CONFIRM")
-#: What each backend needs importable, as engines.choose_backend decides it.
-BACKEND_NEEDS = {"tensorrt": ("tensorrt", "pycuda"), "torch": ("torch", "onnx2torch"), "onnxruntime": ("onnxruntime",)}
 HDF5_FIX = "export HDF5_USE_FILE_LOCKING=FALSE   (in the job script before srun; with mpiexec also -x HDF5_USE_FILE_LOCKING)"
 ROOT_FIX = "export " + " ".join(f"{v}=1" for v in ROOT_VARS) + "   (or: mpiexec --allow-run-as-root ...)"
 
@@ -237,9 +235,9 @@ def backend_checks(have_gpu: bool, requested: str | None) -> list[Check]:
             checks.append(Check(name, OK, "not installed (optional)" if name != "onnxruntime" else why))
     for req in dict.fromkeys(("auto", requested or "auto")):
         backend, reason = engines.choose_backend(req)
-        missing = [f"{package} ({why})" for package in BACKEND_NEEDS.get(backend, (backend,))
+        missing = [f"{package} ({why})" for package in engines.BACKEND_PACKAGES.get(backend, (backend,))
                    for why in [_import(package)[1]] if why]
-        if backend in getattr(engines, "GPU_BACKENDS", ()) and not have_gpu:
+        if backend in engines.GPU_BACKENDS and not have_gpu:
             missing.append("a GPU (none visible to the ranks)")
         if missing:
             checks.append(Check("backend", FAIL, f"{req} → {backend}, which needs {', '.join(missing)}",
@@ -462,7 +460,7 @@ def doctor(comm: MPI.Comm, job_file: Path | None = None) -> int:
         job_lines, job = job_checks(job_file) if job_file else ([], None)
         backend, _ = engines.choose_backend(job.backend if job else "auto")
         checks = mpi_checks(views, comm.size) + [cores_check(views), gpus_check(
-            views, backend, backend in getattr(engines, "GPU_BACKENDS", ()), getattr(job, "share_gpus", False))]
+            views, backend, backend in engines.GPU_BACKENDS, getattr(job, "share_gpus", False))]
         checks += backend_checks(have_gpu, job.backend if job else None)
         from .preprocess import Preprocess
 

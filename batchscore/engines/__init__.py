@@ -25,6 +25,13 @@ ADAPTERS = {
 }
 #: backends that drive a GPU: each rank binds one before creating its engine.
 GPU_BACKENDS = frozenset({"torch", "tensorrt"})
+#: the packages each backend imports (what `auto` looks for, and what doctor says is missing)
+BACKEND_PACKAGES = {"tensorrt": ("tensorrt", "pycuda"), "torch": ("torch", "onnx2torch"), "onnxruntime": ("onnxruntime",)}
+
+
+def installed(backend: str) -> bool:
+    """Whether every package the backend imports is installed (found, not imported)."""
+    return all(find_spec(package) for package in BACKEND_PACKAGES[backend])
 
 
 class EngineError(RuntimeError):
@@ -171,10 +178,10 @@ def choose_backend(requested: str) -> tuple[str, str]:
     from ..gpu import visible_gpu_count
 
     gpus = visible_gpu_count()
-    if gpus and find_spec("tensorrt") and find_spec("pycuda"):
+    if gpus and installed("tensorrt"):
         return "tensorrt", f"auto: TensorRT and pycuda installed, {gpus} GPU(s) visible"
     why = "no GPU visible" if not gpus else "TensorRT/pycuda not installed"
-    if find_spec("torch") and find_spec("onnx2torch"):
+    if installed("torch"):
         from .torch_backend import cuda_available  # imports torch: only when it may be the answer
 
         if cuda_available():
