@@ -26,8 +26,8 @@ def default_job() -> Path:
     return Path(__file__).resolve().parent.parent / DEMO_JOB
 
 
-def add_job_arguments(p: argparse.ArgumentParser) -> None:
-    """The job file and the overrides every job-driven subcommand shares."""
+def add_job_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The job file and the overrides every job-driven subcommand shares; returns the overrides group."""
     p.add_argument("--job", type=Path, default=None, metavar="FILE",
                    help="TOML job file (default: jobs/demo.toml, the bundled sample)")
     g = p.add_argument_group("overrides (take precedence over the job file)")
@@ -41,20 +41,13 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", choices=COMPILE_MODES,
                    help="torch backend: eager, CUDA graphs, or an AOTInductor package built once per node, cached")
     g.add_argument("--cache-dir", type=Path, metavar="DIR", help="engine cache (plans, compiled models)")
-    g.add_argument("--decode", choices=DECODE_MODES,
-                   help="where images are decoded: gpu = nvJPEG on the rank's GPU (torch backend), hybrid = "
-                        "GPU and CPU workers share each batch, auto = gpu when it works here, else cpu")
-    g.add_argument("--gpu-decoder", choices=GPU_DECODERS,
-                   help="GPU decode library: nvimgcodec (hardware JPEG decoder, then CUDA), torchvision (nvJPEG), "
-                        "auto = nvimgcodec when installed and working, else torchvision")
-    g.add_argument("--gpu-decode-threads", type=int, metavar="N",
-                   help="GPU decoder threads per rank, each with its own CUDA stream; batches take turns")
     g.add_argument("--top-k", type=int, metavar="K")
     g.add_argument("--save-outputs", nargs="*", metavar="NAME",
                    help="keep full model outputs in scores.h5 (no names: all outputs)")
     g.add_argument("--workers", type=int, metavar="N", help="decode threads per rank (0: from the cores)")
     g.add_argument("--threads", type=int, metavar="N", help="inference threads per rank (0: from the cores)")
     g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing result")
+    return g
 
 
 def job_from_args(args: argparse.Namespace) -> Job:
@@ -70,12 +63,22 @@ def job_from_args(args: argparse.Namespace) -> Job:
         batch_size=args.batch_size, backend=args.backend, precision=args.precision, top_k=args.top_k,
         save_outputs=save, workers=args.workers, threads=args.threads, overwrite=args.overwrite,
         compile=args.compile, cache_dir=args.cache_dir.resolve() if args.cache_dir else None,
-        decode=args.decode, gpu_decoder=args.gpu_decoder, gpu_decode_threads=args.gpu_decode_threads,
+        # score's own: accuracy decodes every image once on the CPU for all precisions, build decodes none
+        decode=getattr(args, "decode", None), gpu_decoder=getattr(args, "gpu_decoder", None),
+        gpu_decode_threads=getattr(args, "gpu_decode_threads", None),
     )
 
 
 def add_score_arguments(p: argparse.ArgumentParser) -> None:
-    add_job_arguments(p)
+    g = add_job_arguments(p)
+    g.add_argument("--decode", choices=DECODE_MODES,
+                   help="where images are decoded: gpu = nvJPEG on the rank's GPU (torch backend), hybrid = "
+                        "GPU and CPU workers share each batch, auto = gpu when it works here, else cpu")
+    g.add_argument("--gpu-decoder", choices=GPU_DECODERS,
+                   help="GPU decode library: nvimgcodec (hardware JPEG decoder, then CUDA), torchvision (nvJPEG), "
+                        "auto = nvimgcodec when installed and working, else torchvision")
+    g.add_argument("--gpu-decode-threads", type=int, metavar="N",
+                   help="GPU decoder threads per rank, each with its own CUDA stream; batches take turns")
     p.add_argument("--incremental", action="store_true", default=None,
                    help="score only images new or changed since the last --incremental run into OUTPUT: "
                         "results in OUTPUT/runs/<UTC time>/, cumulative manifest in OUTPUT/index.h5")
