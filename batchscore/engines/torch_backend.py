@@ -249,8 +249,16 @@ class TorchEngine(Engine):
         def build(path: Path) -> None:
             with self._phase("convert"):
                 module = convert(self.model, self.dtype, self.device)
+            example = torch.zeros((self.options.batch_size, *self.chw), device=self.device)
             with self._phase("export_compile"):
-                aoti_package(module, torch.zeros((self.options.batch_size, *self.chw), device=self.device), path)
+                try:
+                    aoti_package(module, example, path)
+                except EngineError:
+                    raise
+                except Exception as exc:  # export or compile errors: many kinds, none the user's to catch
+                    raise EngineError(f"compile = 'compiled': building the AOTInductor package of {self.model} "
+                                      f"failed ({type(exc).__name__}: {str(exc)[:500]}); use compile = "
+                                      "'cudagraph' or 'eager' for this model") from exc
 
         def load(path: Path) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
             try:
