@@ -56,7 +56,7 @@ def test_compiled_artifact_is_cached_and_reloaded(batches, tmp_path: Path) -> No
             assert {"cuda_init", "key", "cache", "buffers_capture"} <= set(phases), phases
             # the builder converts and compiles; a hit only loads the package: no ONNX conversion at all
             assert ({"convert", "export_compile"} <= set(phases)) == (engine.cache_status == "built"), phases
-            assert 0 < engine.setup_seconds <= phases["cache"]
+            assert 0 < engine.setup_seconds <= phases["cache"] + 0.001  # phases are rounded to ms
             got = [o["logits"] for o in engine.infer_iter(batches)]
         for g, e in zip(got, expected):
             np.testing.assert_allclose(g, e, atol=5e-2 * max(1.0, np.abs(e).max()), rtol=0)
