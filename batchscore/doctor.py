@@ -352,6 +352,8 @@ def _software_now() -> dict[str, str]:
 
 def cache_checks(cache_dir: Path | None) -> list[Check]:
     """Engine/compile cache: writable, and its entries usable here or stale (built by other software)."""
+    from . import engines
+
     cache_mod, _ = _import("batchscore.enginecache")
     if cache_mod is None:
         return []
@@ -370,7 +372,9 @@ def cache_checks(cache_dir: Path | None) -> list[Check]:
                        if field in key and key[field] != value]
         except (OSError, ValueError, KeyError, TypeError):
             key, reasons = None, ["unreadable sidecar"]
-        if key is not None and not entry.exists():
+        if key is not None and key.get("kind") not in engines.ENGINE_KINDS:
+            reasons.append(f"kind {key.get('kind')}: built by another batchscore version, never read by this one")
+        elif key is not None and not entry.exists():
             reasons.append("built file missing")
         elif key is not None and not entry.name.startswith(cache.path(key).name):
             reasons.append("sidecar belongs to another entry")

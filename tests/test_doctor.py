@@ -141,18 +141,21 @@ def test_stale_cache_entries_warn_and_the_fix_clears_them(tmp_path: Path, monkey
 
     cache = enginecache.EngineCache(tmp_path / "cache")
     build = lambda path: path.write_bytes(b"artifact")  # noqa: E731
-    fresh = cache.get({"kind": "torch-compiled", "torch": version("torch")}, build, Path.read_bytes).path
-    old = cache.get({"kind": "torch-compiled", "torch": "1.0.0"}, build, Path.read_bytes).path
-    gone = cache.get({"kind": "torch-compiled", "torch": version("torch"), "n": 2}, build, Path.read_bytes).path
+    fresh = cache.get({"kind": "torch-aoti", "torch": version("torch")}, build, Path.read_bytes).path
+    old = cache.get({"kind": "torch-aoti", "torch": "1.0.0"}, build, Path.read_bytes).path
+    gone = cache.get({"kind": "torch-aoti", "torch": version("torch"), "n": 2}, build, Path.read_bytes).path
     gone.unlink()
+    # an earlier version's compiled-mode artifact: same software, but nothing reads that kind any more
+    left = cache.get({"kind": "torch-inductor", "torch": version("torch")}, build, Path.read_bytes).path
     monkeypatch.setenv("BATCHSCORE_CACHE", str(cache.root))
 
     res = batchscore("doctor")
     assert res.returncode == 0, res.stdout + res.stderr
     checks, _ = parse(res.stdout)
     status, detail, fix = checks["cache"][0]
-    assert status == "WARN" and "2 stale entr(ies), 1 usable" in detail
+    assert status == "WARN" and "3 stale entr(ies), 1 usable" in detail
     assert f"{old.name} (torch 1.0.0, here {version('torch')})" in detail and f"{gone.name} (built file missing)" in detail
+    assert f"{left.name} (kind torch-inductor: built by another batchscore version" in detail
     assert fix.startswith("rm -rf ") and fresh.name not in fix
 
     subprocess.run(fix.split("   (")[0], shell=True, check=True)

@@ -25,6 +25,9 @@ ADAPTERS = {
 }
 #: backends that drive a GPU: each rank binds one before creating its engine.
 GPU_BACKENDS = frozenset({"torch", "tensorrt"})
+#: the kinds of engine-cache entry this version builds and loads (the key's "kind"); others are leftovers
+TENSORRT_KIND, TORCH_KIND = "tensorrt-plan", "torch-aoti"
+ENGINE_KINDS = frozenset({TENSORRT_KIND, TORCH_KIND})
 #: the packages each backend imports (what `auto` looks for, and what doctor says is missing)
 BACKEND_PACKAGES = {"tensorrt": ("tensorrt", "pycuda"), "torch": ("torch", "onnx2torch"), "onnxruntime": ("onnxruntime",)}
 

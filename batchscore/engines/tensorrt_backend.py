@@ -25,7 +25,7 @@ from ..enginecache import EngineCache, StaleEntry, default_cache_dir
 from ..gpu import driver_version
 from ..model import inspect_model, model_sha256
 from ..writer import atomic_path, publish
-from . import Engine, EngineError
+from . import TENSORRT_KIND, Engine, EngineError
 
 WORKSPACE_BYTES = 4 << 30
 
@@ -47,7 +47,7 @@ def _network_flags(trt) -> int:  # noqa: ANN001 - the tensorrt module
 def plan_key(model: Path, input_shape: tuple[int, ...], batch_size: int, gpu_name: str, capability: str,
              trt_version: str) -> dict:
     """Everything a plan depends on: a change in any of these builds a new plan."""
-    return {"kind": "tensorrt-plan", "model_sha256": model_sha256(model), "gpu": gpu_name,
+    return {"kind": TENSORRT_KIND, "model_sha256": model_sha256(model), "gpu": gpu_name,
             "compute_capability": capability, "driver": driver_version(), "tensorrt": trt_version,
             "input_shape": list(input_shape), "max_batch": batch_size}
 

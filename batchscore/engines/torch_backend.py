@@ -36,7 +36,7 @@ from ..config import COMPILE_MODES
 from ..enginecache import EngineCache, StaleEntry, default_cache_dir
 from ..gpu import driver_version
 from ..model import inspect_model, model_sha256
-from . import Engine, EngineError
+from . import TORCH_KIND, Engine, EngineError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: torch.float16,
@@ -240,7 +240,7 @@ class TorchEngine(Engine):
         """The model as an AOTInductor package for this GPU and software: built once per node, then loaded."""
         with self._phase("key"):
             props = torch.cuda.get_device_properties(self.device)
-            key = {"kind": "torch-aoti", "model_sha256": model_sha256(self.model), "gpu": props.name,
+            key = {"kind": TORCH_KIND, "model_sha256": model_sha256(self.model), "gpu": props.name,
                    "compute_capability": f"{props.major}.{props.minor}", "driver": driver_version(),
                    "torch": torch.__version__, "cuda": torch.version.cuda, "input_shape": list(self.chw),
                    "batch": self.options.batch_size, "precision": self.options.precision,
