@@ -19,7 +19,9 @@ the compute stream, and outputs come back asynchronously. Compile modes:
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -127,6 +129,19 @@ def linking_compiler(flags: str, folder: Path) -> str:
                        f'exec "{compiler}" "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
+
+
+def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """This CPU's instruction-set flags, hashed, for the package's cache key: Inductor compiles the wrapper
+    with -march=native, so a node with other flags builds its own package instead of loading one that may
+    use instructions its CPU lacks (a crash no error handling catches)."""
+    try:
+        flags = next((line.split(":", 1)[1] for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16] if flags else \
+        f"{platform.machine()} {platform.processor()}"
 
 
 def load_aoti(path: Path, device_index: int) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
@@ -244,7 +259,7 @@ class TorchEngine(Engine):
                    "compute_capability": f"{props.major}.{props.minor}", "driver": driver_version(),
                    "torch": torch.__version__, "cuda": torch.version.cuda, "input_shape": list(self.chw),
                    "batch": self.options.batch_size, "precision": self.options.precision,
-                   "inductor": AOTI_CONFIGS, "link": AOTI_LINK_FLAGS}
+                   "inductor": AOTI_CONFIGS, "link": AOTI_LINK_FLAGS, "cpu_flags": cpu_features()}
 
         def build(path: Path) -> None:
             with self._phase("convert"):
