@@ -1,9 +1,10 @@
 """The sample job scored by the torch backend on one GPU agrees with ONNX Runtime on the CPU (top-1).
 
-Runs `python -m batchscore score` twice on jobs/demo.toml (the bundled sample; make it first with
-`python data/make_sample.py`), once per backend, and compares top-1 per key in the two scores.h5.
+Runs `python -m batchscore score` on jobs/demo.toml (the bundled sample; make it first with
+`python data/make_sample.py`) with ONNX Runtime, then with the torch backend per precision and compile
+mode, and compares top-1 per key in the scores.h5 files.
 
-    python benchmarks/gpu/sample_agreement.py --out $OUT    # writes agreement.json
+    python benchmarks/gpu/sample_agreement.py --precisions fp32,fp16 --compiles eager,compiled --out $OUT
 """
 
 from __future__ import annotations
@@ -41,16 +42,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results/gpu")))
     ap.add_argument("--work", type=Path, default=Path("/tmp/batchscore-agreement"))
     ap.add_argument("--precisions", default="fp32")
+    ap.add_argument("--compiles", default="eager", help="torch compile modes: eager, cudagraph, compiled")
     args = ap.parse_args()
     reference = score("onnxruntime", "fp32", args.work / "ort", [])
     results: dict = {"reference": f"onnxruntime fp32 on {reference['device']}"}
     for precision in args.precisions.split(","):
-        run = score("torch", precision, args.work / f"torch-{precision}", [])
-        keys = [k for k in reference["top1"] if reference["ok"][k] and run["ok"].get(k)]
-        same = sum(int(reference["top1"][k] == run["top1"][k]) for k in keys)
-        results[f"torch_{precision}"] = {"device": run["device"], "images": len(keys), "same_top1": same,
-                                         "agreement_pct": round(100 * same / max(1, len(keys)), 3)}
-        write_results(args.out, "agreement", results, show=False)
+        for mode in args.compiles.split(","):
+            run = score("torch", precision, args.work / f"torch-{precision}-{mode}", ["--compile", mode])
+            keys = [k for k in reference["top1"] if reference["ok"][k] and run["ok"].get(k)]
+            same = sum(int(reference["top1"][k] == run["top1"][k]) for k in keys)
+            results[f"torch_{precision}_{mode}"] = {"device": run["device"], "images": len(keys), "same_top1": same,
+                                                    "agreement_pct": round(100 * same / max(1, len(keys)), 3)}
+            write_results(args.out, "agreement", results, show=False)
     write_results(args.out, "agreement", results)
 
 
