@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from collections import Counter, defaultdict
@@ -430,8 +429,9 @@ def job_checks(path: Path) -> tuple[list[Check], object]:
 
 def compiler_check() -> Check:
     """compile = "compiled" links a C++ library (AOTInductor) on the rank that builds a node's package."""
-    compiler = os.environ.get("CXX", "g++")
-    found = shutil.which(compiler)
+    from .engines import cxx_compiler
+
+    compiler, found = cxx_compiler()
     if found:
         return Check("compiler", OK, f"{found} (compile = 'compiled' builds its package with it)")
     return Check("compiler", WARN, f"compile = 'compiled' builds a C++ library where no package is cached yet, and "

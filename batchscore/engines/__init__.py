@@ -9,6 +9,8 @@ name on demand, so `tensorrt`, `pycuda` and `torch` are needed only by the backe
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,7 +31,14 @@ GPU_BACKENDS = frozenset({"torch", "tensorrt"})
 TENSORRT_KIND, TORCH_KIND = "tensorrt-plan", "torch-aoti"
 ENGINE_KINDS = frozenset({TENSORRT_KIND, TORCH_KIND})
 #: the packages each backend imports (what `auto` looks for, and what doctor says is missing)
-BACKEND_PACKAGES = {"tensorrt": ("tensorrt", "pycuda"), "torch": ("torch", "onnx2torch"), "onnxruntime": ("onnxruntime",)}
+BACKEND_PACKAGES = {"tensorrt": ("tensorrt", "pycuda"), "torch": ("torch", "onnx2torch"),
+                    "onnxruntime": ("onnxruntime",)}
+
+
+def cxx_compiler() -> tuple[str, str | None]:
+    """The C++ compiler a compiled torch package is linked with (CXX, else g++), and its path (None if absent)."""
+    name = os.environ.get("CXX", "g++")
+    return name, shutil.which(name)
 
 
 def installed(backend: str) -> bool:

@@ -20,9 +20,7 @@ the compute stream, and outputs come back asynchronously. Compile modes:
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +36,7 @@ from ..config import COMPILE_MODES
 from ..enginecache import EngineCache, StaleEntry, default_cache_dir
 from ..gpu import driver_version
 from ..model import inspect_model, model_sha256
-from . import TORCH_KIND, Engine, EngineError
+from . import TORCH_KIND, Engine, EngineError, cxx_compiler
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: torch.float16,
@@ -120,7 +118,7 @@ def aoti_package(module: torch.nn.Module, example: torch.Tensor, path: Path, lin
 
 def linking_compiler(flags: str, folder: Path) -> str:
     """A `g++` in `folder` that adds `flags` to shared-library links: Inductor has no setting for link flags."""
-    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    _, compiler = cxx_compiler()
     if compiler is None:
         raise EngineError("compile = 'compiled' builds a C++ library on the first rank of a node and found no C++ "
                           "compiler (g++, or the one CXX names); install one, or use compile = 'cudagraph'")
