@@ -20,10 +20,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-
-from mpi4py import MPI
+from typing import TYPE_CHECKING
 
 from .config import ConfigError
+
+if TYPE_CHECKING:  # imported in bind_gpu: importing this module (the torch package build does, in a
+    from mpi4py import MPI  # child of an MPI rank) must not start MPI
 
 
 class GpuError(ConfigError):
@@ -127,6 +129,8 @@ def bind_gpu(comm: MPI.Comm, share: bool = False, env: Mapping[str, str] = os.en
 
     Raises GpuError on every rank when any node has two ranks on one GPU and `share` is false.
     """
+    from mpi4py import MPI
+
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -77,20 +78,21 @@ def test_auto_without_a_gpu_is_onnxruntime_with_the_reason() -> None:
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++: AOTInductor compiles a C++ wrapper")
-def test_aoti_package_is_linked_symbolic_and_reproduces_the_module(tmp_path: Path) -> None:
-    """The compiled mode's package, built and loaded on the CPU: its wrapper library binds its own symbols
-    (-Bsymbolic; without it the H100 load crashed in std::regex), and the loaded model computes what the
-    module does."""
+def test_package_is_built_in_a_child_linked_symbolic_and_reproduces_the_module(tmp_path: Path) -> None:
+    """The compiled mode's package, built by its child process from an exported program and loaded on the CPU:
+    its wrapper library binds its own symbols (-Bsymbolic; without it the H100 load crashed in std::regex),
+    and the loaded model computes what the module does."""
     import torch
 
-    from batchscore.engines.torch_backend import aoti_package, load_aoti
+    from batchscore.engines.torch_backend import build_package, load_aoti
 
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                  torch.nn.Flatten()).eval()
     x = torch.randn(4, 3, 32, 32)
-    package = tmp_path / "model.pt2"
-    aoti_package(module, x, package)
+    program, package = tmp_path / "program.pt2", tmp_path / "model.pt2"
+    torch.export.save(torch.export.export(module, (x,)), program)
+    build_package(program, package, batch=4, precision="fp32", device=None)
     with zipfile.ZipFile(package) as z:
         libraries = [n for n in z.namelist() if n.endswith(".so")]
         assert libraries, z.namelist()
@@ -101,6 +103,20 @@ def test_aoti_package_is_linked_symbolic_and_reproduces_the_module(tmp_path: Pat
     (out,) = load_aoti(package, -1)(x)
     with torch.inference_mode():
         np.testing.assert_allclose(out.numpy(), module(x).numpy(), atol=1e-4)
+
+
+def test_failed_package_build_is_an_engine_error_and_its_child_starts_no_mpi(tmp_path: Path) -> None:
+    """The build's child process imports nothing that starts MPI (it runs under an MPI rank), and its failure
+    reaches the rank as an EngineError that names the model, the exit and the fix."""
+    from batchscore.engines.torch_backend import build_package
+
+    check = "import sys, batchscore.engines.aoti_build; sys.exit('mpi4py' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", check]).returncode == 0
+    broken = tmp_path / "broken.pt2"
+    broken.write_bytes(b"not a saved program")
+    with pytest.raises(EngineError, match=r"broken\.pt2 failed in its child process \(exit 1\).*'cudagraph'"):
+        build_package(broken, tmp_path / "model.pt2", batch=4, precision="fp32", device=None)
+    assert not (tmp_path / "model.pt2").exists()
 
 
 def test_package_key_tells_cpus_with_other_instruction_sets_apart(tmp_path: Path) -> None:

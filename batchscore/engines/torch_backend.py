@@ -6,12 +6,13 @@ the compute stream, and outputs come back asynchronously. Compile modes:
 
 - "eager": plain PyTorch; any batch size up to the job's, no start-up cost.
 - "cudagraph": eager kernels captured once per buffer set and replayed (short final batch padded).
-- "compiled": an AOTInductor package (`torch.export` + `aoti_compile_and_package`: about a minute),
-  cached on disk under a key like a TensorRT plan's; one rank per node builds, the others wait and
-  load it. A hit loads one shared library with the weights and kernels inside, in seconds: no ONNX
-  conversion, no Dynamo, no Inductor. The wrapper is linked with `-Bsymbolic`: without it, every load
-  on the H100 crashed (likely its inlined libstdc++ code, `std::regex` among it, bound partly to the
-  process's libstdc++ and partly to its own copies).
+- "compiled": an AOTInductor package (ONNX conversion, `torch.export` and `aoti_compile_and_package`
+  in a child process, aoti_build.py: about a minute), cached on disk under a key like a TensorRT
+  plan's; one rank per node builds, the others wait, and every rank loads it. Loading is one shared
+  library with the weights and kernels inside, in seconds: no ONNX conversion, no Dynamo, no Inductor
+  in the rank's process. The wrapper is linked with `-Bsymbolic`: without it, every load on the H100
+  crashed in `std::regex` (likely its inlined libstdc++ code bound partly to the process's libstdc++
+  and partly to its own copies).
   Its runs are not captured in CUDA graphs (capture fails inside AOTInductor's runner).
 
 `torch` is imported with this module, which is imported only when the torch backend is chosen.
@@ -20,7 +21,11 @@ the compute stream, and outputs come back asynchronously. Compile modes:
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +54,8 @@ SLOTS = 2
 AOTI_CONFIGS: dict = {}
 #: linker flags of the package's wrapper library: bind its own (inlined libstdc++) symbols to itself
 AOTI_LINK_FLAGS = "-Wl,-Bsymbolic"
+#: the folder holding the batchscore package, for the package build's child process
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def cuda_available() -> bool:
@@ -103,17 +110,23 @@ def convert(model: Path, dtype: torch.dtype, device: torch.device) -> Wrapped:
     return Wrapped(net, dtype, channels_last).eval()
 
 
-def aoti_package(module: torch.nn.Module, example: torch.Tensor, path: Path, link_flags: str = AOTI_LINK_FLAGS,
-                 configs: dict | None = None) -> None:
-    """Export `module` at the example's (static) shape and compile it into an AOTInductor package at `path`."""
-    import torch._inductor
-    import torch._inductor.config as inductor_config
-
-    with tempfile.TemporaryDirectory(prefix="batchscore-cxx-") as folder, torch.no_grad():
-        program = torch.export.export(module, (example,))
-        with inductor_config.patch({"cpp.cxx": (None, linking_compiler(link_flags, Path(folder)))}):
-            torch._inductor.aoti_compile_and_package(program, package_path=str(path),
-                                                     inductor_configs=AOTI_CONFIGS if configs is None else configs)
+def build_package(source: Path, path: Path, batch: int, precision: str, device: int | None,
+                  link_flags: str = AOTI_LINK_FLAGS, configs: dict | None = None) -> None:
+    """The AOTInductor package of `source` (an ONNX model, or a program from `torch.export.save`) at `path`,
+    built in a child process (aoti_build.py) whose `CXX` is a compiler wrapper linking with `link_flags`."""
+    with tempfile.TemporaryDirectory(prefix="batchscore-cxx-") as folder:
+        env = {**os.environ, "CXX": linking_compiler(link_flags, Path(folder)),
+               "PYTHONPATH": os.pathsep.join(filter(None, (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH"))))}
+        proc = subprocess.run([sys.executable, "-m", "batchscore.engines.aoti_build", str(source), str(path),
+                               "--batch", str(batch), "--precision", precision,
+                               "--device", str(-1 if device is None else device),
+                               "--configs", json.dumps(AOTI_CONFIGS if configs is None else configs)],
+                              env=env, capture_output=True, text=True)
+    if proc.returncode:
+        how = f"exit {proc.returncode}" if proc.returncode > 0 else f"killed by signal {-proc.returncode}"
+        raise EngineError(f"compile = 'compiled': building the AOTInductor package of {source} failed in its "
+                          f"child process ({how}); use compile = 'cudagraph' or 'eager' for this model. "
+                          f"Its last output: {proc.stderr.strip()[-1500:]}")
 
 
 def linking_compiler(flags: str, folder: Path) -> str:
@@ -260,18 +273,8 @@ class TorchEngine(Engine):
                    "inductor": AOTI_CONFIGS, "link": AOTI_LINK_FLAGS, "cpu_flags": cpu_features()}
 
         def build(path: Path) -> None:
-            with self._phase("convert"):
-                module = convert(self.model, self.dtype, self.device)
-            example = torch.zeros((self.options.batch_size, *self.chw), device=self.device)
-            with self._phase("export_compile"):
-                try:
-                    aoti_package(module, example, path)
-                except EngineError:
-                    raise
-                except Exception as exc:  # export or compile errors: many kinds, none the user's to catch
-                    raise EngineError(f"compile = 'compiled': building the AOTInductor package of {self.model} "
-                                      f"failed ({type(exc).__name__}: {str(exc)[:500]}); use compile = "
-                                      "'cudagraph' or 'eager' for this model") from exc
+            with self._phase("build"):  # ONNX conversion, export and compile, all in a child process
+                build_package(self.model, path, self.options.batch_size, self.options.precision, self.device.index)
 
         def load(path: Path) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
             try:

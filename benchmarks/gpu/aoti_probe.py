@@ -9,13 +9,17 @@ fresh processes, in any of these ways:
 - `ulimit`: `aoti_load_package` with `ulimit -s unlimited`;
 - `thread`: `aoti_load_package` in a thread with a 1 GiB stack.
 Each load is timed from process start to the first batch's outputs, then the throughput (and a CUDA graph
-capture) is measured. Python stacks are dumped every 10 s.
+capture) is measured. Python stacks are dumped every 10 s. `--before` makes each loading process do
+something first (import modules, or convert and export the ONNX model as the builder rank once did),
+to find which process states make a load crash.
 
 On the H100 the default link crashed on every load tried (plain, ulimit, thread); with `-Wl,-Bsymbolic`
-the direct load took 3.5 s (docs/gpu.md). Those runs set the link flags through the CXX variable; the
-probe now builds with the backend's `aoti_package`, which patches Inductor's `cpp.cxx` instead.
+the direct load took 3.5 s (docs/gpu.md). Those runs set the link flags through the CXX variable, as the
+backend's `build_package` (used here now) does in its child process.
 
     python benchmarks/gpu/aoti_probe.py --sources onnx --loads direct --link-flags=-Wl,-Bsymbolic --out $OUT
+    python benchmarks/gpu/aoti_probe.py --sources onnx --loads direct --link-flags=-Wl,-Bsymbolic \
+        --before ';onnx2torch;torchvision;convert;mpi4py.MPI,convert' --out $OUT    # which states crash a load
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ def say(what):
     print(f"{time.time() - start:7.2f} s {what}", file=sys.stderr, flush=True)
 import torch
 say("torch imported")
+for step in filter(None, sys.argv[4].split(",")):  # what the process did before the load
+    if step == "convert":  # as the builder rank did before build_package: ONNX conversion and export here
+        from pathlib import Path
+        from batchscore.engines.torch_backend import convert
+        module = convert(Path(sys.argv[5]), torch.float16, torch.device("cuda", 0))
+        with torch.no_grad():
+            torch.export.export(module, (torch.zeros((int(sys.argv[2]), 3, 224, 224), device="cuda"),))
+    else:
+        __import__(step)
+    say(f"{step} done")
 def main():
     how = sys.argv[3]
     if how == "direct":  # the C++ loader alone: no torch._inductor, hence no Triton in the process
@@ -96,30 +110,31 @@ else:
 """
 
 def build(model: Path, package: Path, batch: int, max_autotune: bool, source: str, link_flags: str) -> float:
-    """Export the network (converted from ONNX as the backend does, or torchvision's) and package it."""
-    import torch
-    import torch._inductor
+    """Package the network as the backend does (its build_package: a child process converts the ONNX file,
+    exports and compiles), or torchvision's, exported here and compiled by the same child."""
+    from batchscore.engines.torch_backend import build_package
 
-    from batchscore.engines.torch_backend import aoti_package, convert
-
-    device = torch.device("cuda", 0)
-    if source == "onnx":
-        module = convert(model, torch.float16, device)
-    else:
-        import torchvision
-        module = torchvision.models.resnet50(weights=None).eval().half().to(device, memory_format=torch.channels_last)
-    dtype = torch.float32 if source == "onnx" else torch.float16  # the converted model casts its own input
-    example = torch.zeros((batch, 3, 224, 224), device=device, dtype=dtype)
     start = time.perf_counter()
-    aoti_package(module, example, package, link_flags=link_flags, configs={"max_autotune": max_autotune})
+    if source == "torchvision":
+        import torch
+        import torchvision
+
+        device = torch.device("cuda", 0)
+        module = torchvision.models.resnet50(weights=None).eval().half().to(device, memory_format=torch.channels_last)
+        example = torch.zeros((batch, 3, 224, 224), device=device, dtype=torch.float16)
+        model = package.with_suffix(".program.pt2")
+        with torch.no_grad():
+            torch.export.save(torch.export.export(module, (example,)), model)
+    build_package(model, package, batch, "fp16", 0, link_flags=link_flags, configs={"max_autotune": max_autotune})
     return time.perf_counter() - start
 
 
-def load(package: Path, batch: int, how: str) -> dict:
-    """One fresh process loading the package and running a batch; its exit code and output."""
+def load(package: Path, batch: int, how: str, before: str, model: Path) -> dict:
+    """One fresh process loading the package and running a batch, after the `before` steps (modules to
+    import, or `convert`: the ONNX model converted and exported in that process); its exit code and output."""
     loader = package.with_name("loader.py")
     loader.write_text(LOADER)
-    cmd = [sys.executable, str(loader), str(package), str(batch), how]
+    cmd = [sys.executable, str(loader), str(package), str(batch), how, before, str(model)]
     if how == "ulimit":
         cmd = ["bash", "-c", 'ulimit -s unlimited && exec "$@"', "bash", *cmd]
     start = time.perf_counter()
@@ -129,7 +144,7 @@ def load(package: Path, batch: int, how: str) -> dict:
     if proc.returncode == 0 and lines:
         result.update(json.loads(lines[-1]))
     else:
-        result["stderr_tail"] = proc.stderr[-3000:]
+        result["stderr_head"], result["stderr_tail"] = proc.stderr[:3000], proc.stderr[-3000:]
     return result
 
 
@@ -148,6 +163,10 @@ def main() -> None:
     ap.add_argument("--loads", default="direct,plain",
                     help="direct: the C++ loader without torch._inductor; plain: aoti_load_package; ulimit: that "
                          "with an unlimited stack; thread: in a thread with a 1 GiB stack")
+    ap.add_argument("--before", default="", help="what each loading process does first, one set per load, sets "
+                                                 "split by ';', steps by ',': a module to import (mpi4py.MPI adds "
+                                                 "OpenMPI's native backtrace to a crash), or convert, e.g. "
+                                                 "';torchvision;convert'")
     args = ap.parse_args()
     model = resnet50_onnx(args.work / "resnet50.onnx")
     results: dict = {"max_autotune": args.max_autotune, "batch": args.batch_size, "link_flags": args.link_flags}
@@ -160,8 +179,10 @@ def main() -> None:
             results[f"{source}_package_files"] = sorted((f"{i.filename} {i.file_size}" for i in z.infolist()),
                                                         key=lambda f: -int(f.rsplit(" ", 1)[1]))[:12]
         for how in args.loads.split(","):
-            results[f"{source}_load_{how}"] = load(package, args.batch_size, how)
-            write_results(args.out, args.name, results, show=False)
+            for before in args.before.split(";"):
+                name = f"{source}_load_{how}" + (f"_after_{before.replace(',', '_')}" if before else "")
+                results[name] = load(package, args.batch_size, how, before, model)
+                write_results(args.out, args.name, results, show=False)
     if args.eager_baseline:
         import torch
 
