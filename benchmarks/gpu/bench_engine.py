@@ -90,9 +90,13 @@ def start_to_first_batch(model: Path, args: argparse.Namespace, name: str) -> di
                               env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"no first batch within {args.compile_timeout:.0f} s (still compiling; stopped)"}
-    if proc.returncode:
+    if proc.returncode:  # the whole stderr kept beside the results: a crash's native frames come first
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"first_batch_{name}.stderr").write_text(proc.stderr)
         print(proc.stderr[-4000:], file=sys.stderr)
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+        how = f"exit {proc.returncode}" if proc.returncode > 0 else f"killed by signal {-proc.returncode}"
+        lines = [line for line in proc.stderr.splitlines() if "Error" in line or "error" in line]
+        return {"error": f"{how}: {lines[-1][:300] if lines else 'see first_batch_' + name + '.stderr'}"}
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"seconds": round(info["first_batch_at"] - t0, 2), "cache": info["cache"],
             "torch_import_seconds": round(info["torch_at"] - t0, 2),

@@ -21,6 +21,7 @@ Measured, each once, in this order:
 - the difference between GPU- and CPU-decoded tensors on the first batch.
 
     python benchmarks/gpu/decode_pipeline.py --out $OUT      # prints a table, writes decode_pipeline.json
+    python benchmarks/gpu/decode_pipeline.py --compile compiled --out $OUT   # the engine as an AOTInductor package
     python benchmarks/gpu/decode_pipeline.py --images 64 --model data/model.onnx --backend onnxruntime \\
         --modes cpu --work /tmp/dp                            # the CPU parts only, on a machine without GPU
 """
@@ -74,13 +75,14 @@ def make_images(folder: Path, count: int, w: int, h: int) -> dict:
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-def engine_only(model: Path, precision: str, batch_size: int, n: int) -> dict:
+def engine_only(model: Path, precision: str, batch_size: int, n: int, compile: str, cache: Path) -> dict:
     """The torch backend's images/s over `n` batches, fed host arrays and fed tensors on the GPU."""
     import torch
 
     from batchscore.engines import EngineOptions, create_engine
 
-    engine = create_engine("torch", model, EngineOptions(batch_size, device=0, precision=precision)).activate()
+    options = EngineOptions(batch_size, device=0, precision=precision, compile=compile, cache_dir=cache)
+    engine = create_engine("torch", model, options).activate()
     rng = np.random.default_rng(0)
     host = [rng.standard_normal((batch_size, 3, 224, 224), dtype=np.float32) for _ in range(3)]
     result = {}
@@ -202,6 +204,8 @@ def main() -> int:
     ap.add_argument("--score-workers", default="0", help="read workers of the gpu-mode score runs, e.g. 1,2,4 "
                                                          "(0: the runner's default)")
     ap.add_argument("--score-timeout", type=float, default=150)
+    ap.add_argument("--compile", default="eager", help="the torch engine's compile mode, engine only and scoring "
+                                                       "(compiled: its package is built in the engine-only step)")
     args = ap.parse_args()
     from batchscore.preprocess import Preprocess
     from batchscore.sources import list_items
@@ -212,7 +216,7 @@ def main() -> int:
     cores = os.cpu_count() or 1
     workers = cores + 1  # the runner's default for a rank that owns every core
     results: dict = {"benchmark": "decode_pipeline", "images": args.images, "batch_size": args.batch_size,
-                     "cores": cores, "decode_workers": workers}
+                     "cores": cores, "decode_workers": workers, "compile": args.compile}
 
     def step(name: str, fn, *fargs):  # noqa: ANN001, ANN202 - a measurement that may fail on its own
         start = time.perf_counter()
@@ -247,9 +251,11 @@ def main() -> int:
         results["model"] = str(model)
 
     if have_gpu and args.backend == "torch":
-        step("engine_fp16_file", engine_only, model, "fp32", args.batch_size, args.engine_batches)
-        if args.model is None:
-            step("engine_fp32_file_at_fp16", engine_only, source, "fp16", args.batch_size, args.engine_batches)
+        step("engine_fp16_file", engine_only, model, "fp32", args.batch_size, args.engine_batches, args.compile,
+             args.work / "cache")
+        if args.model is None and args.compile == "eager":  # compiled: a second package build, not worth it
+            step("engine_fp32_file_at_fp16", engine_only, source, "fp16", args.batch_size, args.engine_batches,
+                 args.compile, args.work / "cache")
     step("decode_cpu", decode_only, items, spec, args.batch_size, workers)
     from batchscore.gpudecode import libraries
 
@@ -280,7 +286,7 @@ def main() -> int:
     job.write_text("\n".join([
         f'input = "{args.work / "images"}"', f'model = "{model}"', f'output = "{args.work / "out"}"',
         f'backend = "{args.backend}"', 'precision = "fp32"', f"batch_size = {args.batch_size}", "top_k = 5",
-        f'cache_dir = "{args.work / "cache"}"', ""]))
+        f'cache_dir = "{args.work / "cache"}"', f'compile = "{args.compile}"', ""]))
     runs = []
     for mode in args.modes.split(","):
         runs += ([(f"score_gpu_{lib}{suffix(n, w)}", mode, lib, n, w) for lib in libs for n in lane_counts
