@@ -119,6 +119,27 @@ def test_failed_package_build_is_an_engine_error_and_its_child_starts_no_mpi(tmp
     assert not (tmp_path / "model.pt2").exists()
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++: AOTInductor compiles a C++ wrapper")
+def test_package_that_does_not_load_is_deleted_and_the_build_fails(tmp_path: Path) -> None:
+    """A package that builds but cannot be loaded (here: its library needs a shared library that exists at
+    link time only) fails the build's check in a fresh process, with the loader's reason, and is not kept."""
+    import torch
+
+    from batchscore.engines.torch_backend import build_package
+
+    link_only = tmp_path / "link-only"
+    link_only.mkdir()
+    subprocess.run(["g++", "-shared", "-o", str(link_only / "libbatchscoremissing.so"), "-x", "c++", "/dev/null"],
+                   check=True)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()).eval()
+    program, package = tmp_path / "program.pt2", tmp_path / "model.pt2"
+    torch.export.save(torch.export.export(module, (torch.randn(2, 3, 8, 8),)), program)
+    flags = f"-Wl,-Bsymbolic -Wl,--no-as-needed -L{link_only} -lbatchscoremissing"
+    with pytest.raises(EngineError, match=r"loading it in a fresh process failed \(exit 1\): .*libbatchscoremissing"):
+        build_package(program, package, batch=2, precision="fp32", device=None, link_flags=flags)
+    assert not package.exists()
+
+
 def test_package_key_tells_cpus_with_other_instruction_sets_apart(tmp_path: Path) -> None:
     """The package's wrapper is compiled with -march=native: nodes whose CPUs differ in instruction-set flags
     get different cache keys, flag order does not matter, and this machine's own /proc/cpuinfo gives one."""

@@ -1,8 +1,11 @@
-"""The child process that builds the torch backend's AOTInductor package (compile = "compiled").
+"""The child processes that build and check the torch backend's AOTInductor package (compile = "compiled").
 
-`torch_backend.build_package` runs `python -m batchscore.engines.aoti_build SOURCE PACKAGE ...` with `CXX`
-naming its compiler wrapper. SOURCE is the ONNX model, converted here as the engine converts it and
-exported at the batch's static shape, or a program saved by `torch.export.save`.
+`torch_backend.build_package` runs `python -m batchscore.engines.aoti_build build SOURCE PACKAGE ...` with
+`CXX` naming its compiler wrapper. SOURCE is the ONNX model, converted here as the engine converts it and
+exported at the batch's static shape, or a program saved by `torch.export.save`. The built package is then
+loaded and run once on zeros by `... aoti_build check`, in a fresh process: a package that crashes on load
+(as every one did on the H100 before `-Bsymbolic`) is deleted and the build fails with that reason, instead
+of entering the cache and crashing every rank and every later run.
 
 Why a child process, from the H100 runs (docs/gpu.md): Inductor reads `CXX` once, when its config is first
 imported, which in this fresh process is here (patching `cpp.cxx` in a running process gave packages that
@@ -15,35 +18,66 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
-import torch._inductor
 
 from ..model import inspect_model
-from .torch_backend import DTYPES, convert
+from .torch_backend import DTYPES, convert, exit_reason, load_aoti
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("source", type=Path, help="an ONNX model, or a .pt2 program from torch.export.save")
-    ap.add_argument("package", type=Path)
-    ap.add_argument("--batch", type=int, required=True)
-    ap.add_argument("--precision", choices=sorted(DTYPES), default="fp32")
-    ap.add_argument("--device", type=int, default=-1, help="CUDA device index; -1: the CPU")
-    ap.add_argument("--configs", default="{}", help="Inductor settings, JSON")
-    args = ap.parse_args(argv)
-    if args.source.suffix == ".pt2":
-        program = torch.export.load(args.source)
+def build(source: Path, package: Path, batch: int, precision: str, device: int, configs: dict) -> int:
+    """Export (or load) the program, compile it into `package`, then check the package in a fresh process."""
+    import torch._inductor
+
+    if source.suffix == ".pt2":
+        program = torch.export.load(source)
     else:
-        device = torch.device("cuda", args.device) if args.device >= 0 else torch.device("cpu")
-        module = convert(args.source, DTYPES[args.precision], device)
-        example = torch.zeros((args.batch, *inspect_model(args.source).input_shape[1:]), device=device)
+        where = torch.device("cuda", device) if device >= 0 else torch.device("cpu")
+        example = torch.zeros((batch, *inspect_model(source).input_shape[1:]), device=where)
         with torch.no_grad():
-            program = torch.export.export(module, (example,))
-    torch._inductor.aoti_compile_and_package(program, package_path=str(args.package),
-                                             inductor_configs=json.loads(args.configs))
+            program = torch.export.export(convert(source, DTYPES[precision], where), (example,))
+    shape = tuple(program.example_inputs[0][0].shape)
+    torch._inductor.aoti_compile_and_package(program, package_path=str(package), inductor_configs=configs)
+    proc = subprocess.run([sys.executable, "-m", __spec__.name, "check", str(package), "--device", str(device),
+                           "--shape", *map(str, shape)], capture_output=True, text=True)
+    if proc.returncode:
+        package.unlink(missing_ok=True)
+        last = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        sys.exit(f"the package was built, but loading it in a fresh process failed ({exit_reason(proc.returncode)})"
+                 f": {last[0][:500]}")
     return 0
+
+
+def check(package: Path, shape: list[int], device: int) -> int:
+    """Load the package and run one batch of zeros on `device` (-1: the CPU)."""
+    where = torch.device("cuda", device) if device >= 0 else torch.device("cpu")
+    (out, *_) = load_aoti(package, device)(torch.zeros(shape, device=where))
+    if where.type == "cuda":
+        torch.cuda.synchronize(where)
+    return 0 if out.shape[0] == shape[0] else f"the package gave {tuple(out.shape)} for an input of {shape}"
+
+
+def main(argv: list[str] | None = None) -> int | str:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    steps = ap.add_subparsers(dest="step", required=True)
+    b = steps.add_parser("build")
+    b.add_argument("source", type=Path, help="an ONNX model, or a .pt2 program from torch.export.save")
+    b.add_argument("package", type=Path)
+    b.add_argument("--batch", type=int, required=True)
+    b.add_argument("--precision", choices=sorted(DTYPES), default="fp32")
+    b.add_argument("--configs", default="{}", help="Inductor settings, JSON")
+    c = steps.add_parser("check")
+    c.add_argument("package", type=Path)
+    c.add_argument("--shape", type=int, nargs="+", required=True)
+    for p in (b, c):
+        p.add_argument("--device", type=int, default=-1, help="CUDA device index; -1: the CPU")
+    args = ap.parse_args(argv)
+    if args.step == "check":
+        return check(args.package, args.shape, args.device)
+    return build(args.source, args.package, args.batch, args.precision, args.device, json.loads(args.configs))
 
 
 if __name__ == "__main__":

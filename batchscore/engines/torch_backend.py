@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -113,20 +114,30 @@ def convert(model: Path, dtype: torch.dtype, device: torch.device) -> Wrapped:
 def build_package(source: Path, path: Path, batch: int, precision: str, device: int | None,
                   link_flags: str = AOTI_LINK_FLAGS, configs: dict | None = None) -> None:
     """The AOTInductor package of `source` (an ONNX model, or a program from `torch.export.save`) at `path`,
-    built in a child process (aoti_build.py) whose `CXX` is a compiler wrapper linking with `link_flags`."""
+    built in a child process (aoti_build.py) whose `CXX` is a compiler wrapper linking with `link_flags`, then
+    loaded and run once in a fresh process; a package that fails that check is deleted, not kept."""
     with tempfile.TemporaryDirectory(prefix="batchscore-cxx-") as folder:
         env = {**os.environ, "CXX": linking_compiler(link_flags, Path(folder)),
                "PYTHONPATH": os.pathsep.join(filter(None, (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH"))))}
-        proc = subprocess.run([sys.executable, "-m", "batchscore.engines.aoti_build", str(source), str(path),
+        proc = subprocess.run([sys.executable, "-m", "batchscore.engines.aoti_build", "build", str(source), str(path),
                                "--batch", str(batch), "--precision", precision,
                                "--device", str(-1 if device is None else device),
                                "--configs", json.dumps(AOTI_CONFIGS if configs is None else configs)],
                               env=env, capture_output=True, text=True)
     if proc.returncode:
-        how = f"exit {proc.returncode}" if proc.returncode > 0 else f"killed by signal {-proc.returncode}"
         raise EngineError(f"compile = 'compiled': building the AOTInductor package of {source} failed in its "
-                          f"child process ({how}); use compile = 'cudagraph' or 'eager' for this model. "
-                          f"Its last output: {proc.stderr.strip()[-1500:]}")
+                          f"child process ({exit_reason(proc.returncode)}); use compile = 'cudagraph' or 'eager' "
+                          f"for this model. Its last output: {proc.stderr.strip()[-1500:]}")
+
+
+def exit_reason(returncode: int) -> str:
+    """A child process's end in words: its exit status, or the signal that killed it (SIGSEGV: a crash)."""
+    if returncode >= 0:
+        return f"exit {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
 
 
 def linking_compiler(flags: str, folder: Path) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from batchscore.engines import EngineOptions, create_engine
+from batchscore.engines.torch_backend import exit_reason
 from common import resnet50_onnx, write_results
 
 HERE = Path(__file__).resolve().parent
@@ -94,9 +95,9 @@ def start_to_first_batch(model: Path, args: argparse.Namespace, name: str) -> di
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"first_batch_{name}.stderr").write_text(proc.stderr)
         print(proc.stderr[-4000:], file=sys.stderr)
-        how = f"exit {proc.returncode}" if proc.returncode > 0 else f"killed by signal {-proc.returncode}"
         lines = [line for line in proc.stderr.splitlines() if "Error" in line or "error" in line]
-        return {"error": f"{how}: {lines[-1][:300] if lines else 'see first_batch_' + name + '.stderr'}"}
+        return {"error": f"{exit_reason(proc.returncode)}: "
+                         f"{lines[-1][:300] if lines else 'see first_batch_' + name + '.stderr'}"}
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"seconds": round(info["first_batch_at"] - t0, 2), "cache": info["cache"],
             "torch_import_seconds": round(info["torch_at"] - t0, 2),
