@@ -349,8 +349,22 @@ def _software_now() -> dict[str, str]:
     return now
 
 
+def _hardware_now() -> dict[str, set[str]]:
+    """The cache-key fields that describe this node's hardware, with the values found here (GPU names only
+    where nvidia-smi answers)."""
+    from .engines import cpu_features
+
+    now = {"cpu_flags": {cpu_features()}}
+    gpu, _ = _import("batchscore.gpu")
+    names = {g.name for g in gpu.nvidia_smi()} if gpu else set()
+    if names:
+        now["gpu"] = names
+    return now
+
+
 def cache_checks(cache_dir: Path | None) -> list[Check]:
-    """Engine/compile cache: writable, and its entries usable here or stale (built by other software)."""
+    """Engine/compile cache: writable, and its entries usable here, built for other hardware (a cache shared
+    by unlike nodes; kept), or stale (built by other software)."""
     from . import engines
 
     cache_mod, _ = _import("batchscore.enginecache")
@@ -361,8 +375,8 @@ def cache_checks(cache_dir: Path | None) -> list[Check]:
     if why:
         return [Check("cache", WARN, f"engine cache {cache.root}: {why}",
                       "set cache_dir in the job, or export BATCHSCORE_CACHE=<a writable folder>")]
-    now = _software_now()
-    usable, unchecked, stale = 0, 0, []
+    now, hardware = _software_now(), _hardware_now()
+    usable, unchecked, elsewhere, stale = 0, 0, 0, []
     for sidecar in sorted(cache.root.glob("*.json")):
         entry = sidecar.with_name(sidecar.name.removesuffix(".json"))
         try:
@@ -379,13 +393,16 @@ def cache_checks(cache_dir: Path | None) -> list[Check]:
             reasons.append("sidecar belongs to another entry")
         if reasons:
             stale.append((entry, sidecar, "; ".join(reasons)))
+        elif any(field in key and key[field] not in values for field, values in hardware.items()):
+            elsewhere += 1
         elif any(field in key for field in ("tensorrt", "torch") if field not in now):
             unchecked += 1
         else:
             usable += 1
     note = f", {unchecked} for software not installed here (not checked)" if unchecked else ""
+    note += f", {elsewhere} for other GPUs or CPUs (kept for the nodes that have them)" if elsewhere else ""
     if not stale:
-        return [Check("cache", OK, f"{cache.root}: {usable} entr(ies) usable here{note}" if usable or unchecked
+        return [Check("cache", OK, f"{cache.root}: {usable} entr(ies) usable here{note}" if usable or note
                       else f"{cache.root}: empty (engines are built on first use)")]
     detail = "; ".join(f"{e.name} ({why})" for e, _, why in stale)
     remove = " ".join(str(p) for e, s, _ in stale for p in (e, s))

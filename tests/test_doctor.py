@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from batchscore.comm import cores_for_rank
-from batchscore.doctor import RankView, gpus_check, hdf5_locking, output_checks
-from batchscore.engines import choose_backend
+from batchscore.doctor import RankView, cache_checks, gpus_check, hdf5_locking, output_checks
+from batchscore.engines import choose_backend, cpu_features
 from batchscore.sources import list_items
 from conftest import PYTHON, ROOT, batchscore, mpi_env, write_job
 
@@ -231,3 +231,34 @@ def test_compiled_mode_checks_for_the_compiler_it_links_with(tmp_path: Path, sam
         assert statuses(checks, "compiler") == ["OK"] and shutil.which("g++") in checks["compiler"][0][1]
     eager = write_job(tmp_path / "eager.toml", input=str(sample_dir), model=str(model), output=str(tmp_path / "o"))
     assert "compiler" not in parse(batchscore("doctor", "--job", str(eager)).stdout)[0]
+
+
+def test_package_key_tells_cpus_with_other_instruction_sets_apart(tmp_path: Path) -> None:
+    """The torch package's wrapper is compiled with -march=native: nodes whose CPUs differ in instruction-set
+    flags get different cache keys, flag order does not matter, and this machine's own /proc/cpuinfo gives one."""
+    def cpuinfo(name: str, flags: str) -> Path:
+        path = tmp_path / name
+        path.write_text(f"processor\t: 0\nmodel name\t: X\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+        return path
+
+    avx2 = cpu_features(cpuinfo("a", "fpu sse2 avx avx2 fma"))
+    assert avx2 == cpu_features(cpuinfo("b", "avx2 fma fpu avx sse2"))
+    assert avx2 != cpu_features(cpuinfo("c", "fpu sse2 avx avx2 fma avx512f avx512bw"))
+    here = cpu_features()
+    assert here == cpu_features() and here
+    if Path("/proc/cpuinfo").is_file() and "flags" in Path("/proc/cpuinfo").read_text():
+        assert len(here) == 16 and int(here, 16) >= 0
+
+
+def test_cache_entries_for_other_cpus_are_counted_apart_not_stale(tmp_path: Path) -> None:
+    """A cache shared by unlike nodes holds packages for CPUs (and GPUs) this node lacks: doctor counts them
+    as kept for those nodes, neither usable here nor stale."""
+    from batchscore.enginecache import EngineCache
+
+    cache = EngineCache(tmp_path / "cache")
+    build = lambda path: path.write_bytes(b"artifact")  # noqa: E731
+    cache.get({"kind": "torch-aoti", "cpu_flags": cpu_features()}, build, Path.read_bytes)
+    cache.get({"kind": "torch-aoti", "cpu_flags": "0" * 16}, build, Path.read_bytes)
+    (check,) = cache_checks(cache.root)
+    assert (check.status, check.detail) == (
+        "OK", f"{cache.root}: 1 entr(ies) usable here, 1 for other GPUs or CPUs (kept for the nodes that have them)")

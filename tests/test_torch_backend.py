@@ -138,22 +138,3 @@ def test_package_that_does_not_load_is_deleted_and_the_build_fails(tmp_path: Pat
     with pytest.raises(EngineError, match=r"loading it in a fresh process failed \(exit 1\): .*libbatchscoremissing"):
         build_package(program, package, batch=2, precision="fp32", device=None, link_flags=flags)
     assert not package.exists()
-
-
-def test_package_key_tells_cpus_with_other_instruction_sets_apart(tmp_path: Path) -> None:
-    """The package's wrapper is compiled with -march=native: nodes whose CPUs differ in instruction-set flags
-    get different cache keys, flag order does not matter, and this machine's own /proc/cpuinfo gives one."""
-    from batchscore.engines.torch_backend import cpu_features
-
-    def cpuinfo(name: str, flags: str) -> Path:
-        path = tmp_path / name
-        path.write_text(f"processor\t: 0\nmodel name\t: X\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
-        return path
-
-    avx2 = cpu_features(cpuinfo("a", "fpu sse2 avx avx2 fma"))
-    assert avx2 == cpu_features(cpuinfo("b", "avx2 fma fpu avx sse2"))
-    assert avx2 != cpu_features(cpuinfo("c", "fpu sse2 avx avx2 fma avx512f avx512bw"))
-    here = cpu_features()
-    assert here == cpu_features() and here
-    if Path("/proc/cpuinfo").is_file() and "flags" in Path("/proc/cpuinfo").read_text():
-        assert len(here) == 16 and int(here, 16) >= 0

@@ -8,8 +8,10 @@ name on demand, so `tensorrt`, `pycuda` and `torch` are needed only by the backe
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
+import platform
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -39,6 +41,19 @@ def cxx_compiler() -> tuple[str, str | None]:
     """The C++ compiler a compiled torch package is linked with (CXX, else g++), and its path (None if absent)."""
     name = os.environ.get("CXX", "g++")
     return name, shutil.which(name)
+
+
+def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """This CPU's instruction-set flags, hashed, for the torch package's cache key (doctor compares it too):
+    Inductor compiles the wrapper with -march=native, so a node with other flags builds its own package
+    instead of loading one that may use instructions its CPU lacks (a crash no error handling catches)."""
+    try:
+        flags = next((line.split(":", 1)[1] for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16] if flags else \
+        f"{platform.machine()} {platform.processor()}"
 
 
 def installed(backend: str) -> bool:

@@ -20,10 +20,8 @@ the compute stream, and outputs come back asynchronously. Compile modes:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -42,7 +40,7 @@ from ..config import COMPILE_MODES
 from ..enginecache import EngineCache, StaleEntry, default_cache_dir
 from ..gpu import driver_version
 from ..model import inspect_model, model_sha256
-from . import TORCH_KIND, Engine, EngineError, cxx_compiler
+from . import TORCH_KIND, Engine, EngineError, cpu_features, cxx_compiler
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: torch.float16,
@@ -151,19 +149,6 @@ def linking_compiler(flags: str, folder: Path) -> str:
                        f'exec "{compiler}" "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
-
-
-def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """This CPU's instruction-set flags, hashed, for the package's cache key: Inductor compiles the wrapper
-    with -march=native, so a node with other flags builds its own package instead of loading one that may
-    use instructions its CPU lacks (a crash no error handling catches)."""
-    try:
-        flags = next((line.split(":", 1)[1] for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16] if flags else \
-        f"{platform.machine()} {platform.processor()}"
 
 
 def load_aoti(path: Path, device_index: int) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
