@@ -28,6 +28,10 @@ from ..model import inspect_model
 from .torch_backend import DTYPES, convert, exit_reason, load_aoti
 
 
+def _device(index: int) -> torch.device:
+    return torch.device("cuda", index) if index >= 0 else torch.device("cpu")
+
+
 def build(source: Path, package: Path, batch: int, precision: str, device: int, configs: dict) -> int:
     """Export (or load) the program, compile it into `package`, then check the package in a fresh process."""
     import torch._inductor
@@ -35,10 +39,9 @@ def build(source: Path, package: Path, batch: int, precision: str, device: int, 
     if source.suffix == ".pt2":
         program = torch.export.load(source)
     else:
-        where = torch.device("cuda", device) if device >= 0 else torch.device("cpu")
-        example = torch.zeros((batch, *inspect_model(source).input_shape[1:]), device=where)
+        example = torch.zeros((batch, *inspect_model(source).input_shape[1:]), device=_device(device))
         with torch.no_grad():
-            program = torch.export.export(convert(source, DTYPES[precision], where), (example,))
+            program = torch.export.export(convert(source, DTYPES[precision], _device(device)), (example,))
     shape = tuple(program.example_inputs[0][0].shape)
     torch._inductor.aoti_compile_and_package(program, package_path=str(package), inductor_configs=configs)
     proc = subprocess.run([sys.executable, "-m", __spec__.name, "check", str(package), "--device", str(device),
@@ -51,12 +54,11 @@ def build(source: Path, package: Path, batch: int, precision: str, device: int, 
     return 0
 
 
-def check(package: Path, shape: list[int], device: int) -> int:
-    """Load the package and run one batch of zeros on `device` (-1: the CPU)."""
-    where = torch.device("cuda", device) if device >= 0 else torch.device("cpu")
-    (out, *_) = load_aoti(package, device)(torch.zeros(shape, device=where))
-    if where.type == "cuda":
-        torch.cuda.synchronize(where)
+def check(package: Path, shape: list[int], device: int) -> int | str:
+    """Load the package and run one batch of zeros on `device` (-1: the CPU); 0, or what went wrong."""
+    (out, *_) = load_aoti(package, device)(torch.zeros(shape, device=_device(device)))
+    if device >= 0:
+        torch.cuda.synchronize(device)
     return 0 if out.shape[0] == shape[0] else f"the package gave {tuple(out.shape)} for an input of {shape}"
 
 
