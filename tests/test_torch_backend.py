@@ -38,8 +38,12 @@ def test_cpu_eager_agrees_with_onnxruntime(tmp_path: Path, variant: str, tol: fl
     batches = [rng.standard_normal((n, 3, 224, 224), dtype=np.float32) for n in (4, 4, 1)]
     session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
     expected = [session.run(None, {session.get_inputs()[0].name: b})[0] for b in batches]
-    with create_engine("torch", model, EngineOptions(4)) as engine:
+    import torch
+
+    torch.set_num_threads(1)  # as under mpirun, which starts torch with one thread: the engine sets its own
+    with create_engine("torch", model, EngineOptions(4, threads=2)) as engine:
         assert engine.device_name == "cpu" and engine.output_names == ["logits"]
+        assert torch.get_num_threads() == 2
         got = [o["logits"] for o in engine.infer_iter(batches)]
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, rtol=0, atol=tol * max(1.0, np.abs(e).max()))

@@ -197,6 +197,8 @@ class TorchEngine(Engine):
         if o.compile not in COMPILE_MODES:
             raise EngineError(f"compile must be one of {', '.join(COMPILE_MODES)}; got {o.compile!r}")
         self.device = torch.device("cuda", o.device) if o.device is not None else torch.device("cpu")
+        if o.threads:  # under mpirun torch starts with one intra-op thread, whatever cores the rank owns
+            torch.set_num_threads(o.threads)
         if self.device.type == "cpu" and o.compile != "eager":
             raise EngineError(f"compile = {o.compile!r} needs a GPU and none is bound to this rank; use 'eager'")
         self.dtype = DTYPES[o.precision]

@@ -34,8 +34,9 @@ def batches() -> list[np.ndarray]:
                                                 ("fp16", "cudagraph", 5e-2)])
 def test_agrees_with_onnxruntime(batches, precision: str, mode: str, tol: float) -> None:  # noqa: ANN001
     expected = reference(batches)
-    with create_engine("torch", MODEL, EngineOptions(16, device=0, precision=precision, compile=mode)) as engine:
-        assert engine.device_name.startswith("cuda:0 ")
+    torch.set_num_threads(1)  # as under mpirun, which starts torch with one thread: the engine sets the rank's
+    with create_engine("torch", MODEL, EngineOptions(16, 4, device=0, precision=precision, compile=mode)) as engine:
+        assert engine.device_name.startswith("cuda:0 ") and torch.get_num_threads() == 4
         piped = [o["logits"] for o in engine.infer_iter(batches)]
         single = [engine.infer(b)["logits"] for b in batches]
     for got in (piped, single):
