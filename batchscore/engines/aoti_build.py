@@ -44,13 +44,13 @@ def build(source: Path, package: Path, batch: int, precision: str, device: int, 
             program = torch.export.export(convert(source, DTYPES[precision], _device(device)), (example,))
     shape = tuple(program.example_inputs[0][0].shape)
     torch._inductor.aoti_compile_and_package(program, package_path=str(package), inductor_configs=configs)
-    proc = subprocess.run([sys.executable, "-m", __spec__.name, "check", str(package), "--device", str(device),
-                           "--shape", *map(str, shape)], capture_output=True, text=True)
-    if proc.returncode:
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-m", __spec__.name, "check", str(package),
+                           "--device", str(device), "--shape", *map(str, shape)], capture_output=True, text=True)
+    if proc.returncode:  # faulthandler puts a crash's Python stack on stderr: which call crashed
         package.unlink(missing_ok=True)
-        last = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        last = [line.strip() for line in proc.stderr.strip().splitlines()[-8:]] or ["no output"]
         sys.exit(f"the package was built, but loading it in a fresh process failed ({exit_reason(proc.returncode)})"
-                 f": {last[0][:500]}")
+                 f": {' | '.join(last)[-1200:]}")
     return 0
 
 
