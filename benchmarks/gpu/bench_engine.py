@@ -4,7 +4,9 @@ Measures images/s at one batch size for plain eager (torchvision model, input al
 then the torch backend fed from host memory (pinned double buffering, as when scoring) in eager,
 CUDA-graph and compiled (an AOTInductor package, cached) modes, plus the compiled engine's cold start
 (build) and warm starts (cache hit) to the first batch, each in a fresh process with empty Inductor and
-Triton caches of its own, as on another node: a warm start has only the cached package.
+Triton caches of its own, as on another node: a warm start has only the cached package. The compiled
+mode's images/s come from a warm-start process, as a rank runs it: the package is loaded, never built,
+where it scores.
 
     python benchmarks/gpu/bench_engine.py --out $OUT      # prints a table, writes engine.json
 """
@@ -20,12 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from batchscore.engines import EngineOptions, create_engine
 from batchscore.engines.torch_backend import exit_reason
 from common import resnet50_onnx, write_results
+from first_batch import host_batches, throughput
 
 HERE = Path(__file__).resolve().parent
 
@@ -51,30 +53,22 @@ def plain_eager(batch_size: int, iters: int, dtype: torch.dtype) -> float:
     return batch_size * iters / (start.elapsed_time(end) / 1e3)
 
 
-def backend(model: Path, mode: str, args: argparse.Namespace, host: list[np.ndarray]) -> dict:
-    """The torch backend from host batches: end-to-end images/s (wall) and GPU-only images/s (events)."""
+def backend(model: Path, mode: str, args: argparse.Namespace) -> dict:
+    """The torch backend in this process, fed from host batches: wall-clock and GPU-only images/s."""
     engine = create_engine("torch", model, EngineOptions(args.batch_size, device=0, precision=args.precision,
                                                          compile=mode, cache_dir=args.work / "cache"))
     t0 = time.perf_counter()
     engine.activate()
-    setup = time.perf_counter() - t0
-    list(engine.infer_iter(host[:3]))  # warm-up (cuDNN autotuning in eager)
-    engine.compute_ms = 0.0
-    batches = [host[i % len(host)] for i in range(args.batches)]
-    t0 = time.perf_counter()
-    outputs = list(engine.infer_iter(batches))
-    wall = time.perf_counter() - t0
-    images = args.batches * args.batch_size
-    finite = all(np.isfinite(o["logits"]).all() for o in outputs)
-    result = {"img_s": round(images / wall, 1), "gpu_only_img_s": round(images / (engine.compute_ms / 1e3), 1),
-              "activate_s": round(setup, 2), "cache": engine.cache_status, "finite": bool(finite)}
+    result = {**throughput(engine, host_batches(args.batch_size), args.batches),
+              "activate_s": round(time.perf_counter() - t0, 2), "cache": engine.cache_status}
     engine.deactivate()
     torch.cuda.empty_cache()
     return result
 
 
-def start_to_first_batch(model: Path, args: argparse.Namespace, name: str) -> dict:
-    """A fresh process from launch to the first batch's outputs on the host (compiled mode).
+def start_to_first_batch(model: Path, args: argparse.Namespace, name: str, batches: int = 0) -> dict:
+    """A fresh process from launch to the first batch's outputs on the host (compiled mode), then, with
+    `batches`, its images/s over that many batches.
 
     It gets empty Inductor/Triton caches of its own (`local-caches-{name}`) and the engine cache folder
     `cache` under the work folder.
@@ -87,8 +81,8 @@ def start_to_first_batch(model: Path, args: argparse.Namespace, name: str) -> di
     try:
         proc = subprocess.run([sys.executable, str(HERE / "first_batch.py"), "--model", str(model), "--cache-dir",
                                str(args.work / "cache"), "--batch-size", str(args.batch_size), "--precision",
-                               args.precision], capture_output=True, text=True, timeout=args.compile_timeout,
-                              env=env)
+                               args.precision, "--batches", str(batches)], capture_output=True, text=True,
+                              timeout=args.compile_timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"no first batch within {args.compile_timeout:.0f} s (still compiling; stopped)"}
     if proc.returncode:  # the whole stderr kept beside the results: a crash's native frames come first
@@ -107,7 +101,8 @@ def start_to_first_batch(model: Path, args: argparse.Namespace, name: str) -> di
             "setup_seconds": round(info["setup_seconds"], 2),
             "first_batch_seconds": round(info["first_batch_at"] - info["active_at"], 2), "finite": info["finite"],
             "phases": info["phases"], "compile_phases": {k: round(v, 2) for k, v in info["compile_phases"].items()
-                                                         if v >= 0.05}}
+                                                         if v >= 0.05},
+            **({"throughput": info["throughput"]} if "throughput" in info else {})}
 
 
 def main() -> None:
@@ -127,11 +122,8 @@ def main() -> None:
                      "batch_size": args.batch_size, "precision": args.precision}
     results["plain_eager_img_s"] = eager = round(plain_eager(args.batch_size, args.batches, dtype), 1)
     print("plain eager img/s:", eager, flush=True)
-    rng = np.random.default_rng(0)
-    host = [rng.standard_normal((args.batch_size, 3, 224, 224), dtype=np.float32) for _ in range(4)]
-    modes = args.modes.split(",")
-    for mode in modes:  # compiled last: its cold start (the compile) is by far the longest step
-        if mode == "compiled":
+    for mode in args.modes.split(","):  # compiled last: its cold start (the compile) is by far the longest step
+        if mode == "compiled":  # measured in fresh processes, as ranks load the package: never where it was built
             results["compiled_cold_start"] = start_to_first_batch(model, args, "cold")
             print("compiled cold start:", results["compiled_cold_start"], flush=True)
             write_results(args.out, "engine", results, show=False)
@@ -139,10 +131,15 @@ def main() -> None:
                 break
             for n in range(args.warm_starts):
                 name = "compiled_warm_start" + (f"_{n + 1}" if n else "")
-                results[name] = start_to_first_batch(model, args, f"warm{n}")
+                results[name] = start_to_first_batch(model, args, f"warm{n}", args.batches)
                 print(f"{name}:", results[name], flush=True)
                 write_results(args.out, "engine", results, show=False)
-        results[f"backend_{mode}"] = backend(model, mode, args, host)
+                if "throughput" in results[name]:
+                    results["backend_compiled"] = {**results[name]["throughput"], "measured_in": name}
+            if "backend_compiled" not in results:
+                break
+        else:
+            results[f"backend_{mode}"] = backend(model, mode, args)
         results[f"backend_{mode}_vs_plain_eager"] = round(results[f"backend_{mode}"]["img_s"] / eager, 3)
         print(f"backend {mode}:", results[f"backend_{mode}"], flush=True)
         write_results(args.out, "engine", results, show=False)
