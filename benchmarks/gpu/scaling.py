@@ -1,6 +1,6 @@
 """Scaling over GPUs: the same archive scored by 1 and by N MPI ranks (one GPU each), from the summaries.
 
-Makes an archive (a tar of generated images repeated under distinct names), a ResNet-50 ONNX and a
+Makes an archive (a tar of generated images repeated under distinct names; all JPEG by default), a ResNet-50 ONNX and a
 job, then runs `mpirun -n 1` and `mpirun -n N` with the same per-rank settings (decode workers,
 batch, compile mode) and reports each run's aggregate images/s from summary.json and their ratio.
 
@@ -24,24 +24,33 @@ from common import resnet50_onnx, write_results
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def make_archive(work: Path, images: int, unique: int) -> Path:
-    """A tar of `images` members cycling over `unique` generated images (decode cost as for real ones)."""
-    tar_path = work / "archive.tar"
+def make_archive(work: Path, images: int, unique: int, jpeg: bool) -> Path:
+    """A tar of `images` members cycling over `unique` generated images (decode cost as for real ones), all
+    JPEG (an ImageNet-like archive: the GPU decoder takes every image) or, without `jpeg`, the sample's mix
+    (a fifth PNG, which the GPU decoders leave to the CPU workers)."""
+    tar_path = work / f"archive-{'jpeg' if jpeg else 'sample'}-{images}.tar"
     if tar_path.exists():
         return tar_path
     sys.path.insert(0, str(ROOT / "data"))
     from make_sample import generate
+    from PIL import Image
 
     generate(work / "unique", unique, seed=1)
     files = sorted(p for p in (work / "unique").rglob("*") if p.suffix in (".jpg", ".png"))
     blobs = [(f.suffix, f.read_bytes()) for f in files]
-    with tarfile.open(work / "archive.tar.part", "w") as tar:
+    if jpeg:
+        for i, (suffix, data) in enumerate(blobs):
+            if suffix != ".jpg":
+                buffer = io.BytesIO()
+                Image.open(io.BytesIO(data)).convert("RGB").save(buffer, "JPEG", quality=90)
+                blobs[i] = (".jpg", buffer.getvalue())
+    with tarfile.open(tar_path.with_suffix(".part"), "w") as tar:
         for i in range(images):
             suffix, data = blobs[i % len(blobs)]
             info = tarfile.TarInfo(f"img{i:07d}{suffix}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    os.replace(work / "archive.tar.part", tar_path)
+    os.replace(tar_path.with_suffix(".part"), tar_path)
     return tar_path
 
 
@@ -69,17 +78,19 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--compile", default="eager")
     ap.add_argument("--decode", default="cpu", help="the job's decode setting: cpu, gpu, hybrid or auto")
+    ap.add_argument("--images-from", choices=("jpeg", "sample"), default="jpeg",
+                    help="jpeg: every image a JPEG; sample: the sample's mix, a fifth PNG (decoded on the CPU)")
     ap.add_argument("--mpirun", default=shutil.which("mpirun") or "mpirun")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    archive = make_archive(args.work, args.images, args.unique)
+    archive = make_archive(args.work, args.images, args.unique, args.images_from == "jpeg")
     model = resnet50_onnx(args.work / "resnet50.onnx")
     job = args.work / "job.toml"
     job.write_text(f'input = "{archive}"\nmodel = "{model}"\noutput = "{args.work / "out"}"\nbackend = "torch"\n'
                    f'precision = "fp16"\nbatch_size = {args.batch_size}\ncompile = "{args.compile}"\n'
                    f'cache_dir = "{args.work / "cache"}"\ntop_k = 5\ndecode = "{args.decode}"\n')
     results: dict = {"images": args.images, "workers_per_rank": args.workers, "batch_size": args.batch_size,
-                     "compile": args.compile, "decode": args.decode}
+                     "compile": args.compile, "decode": args.decode, "images_from": args.images_from}
     results["one_rank"] = run(1, job, args.work / "out1", args.workers, args.mpirun)
     write_results(args.out, f"scaling-{args.decode}", results, show=False)
     results[f"{args.ranks}_ranks"] = run(args.ranks, job, args.work / f"out{args.ranks}", args.workers, args.mpirun)
