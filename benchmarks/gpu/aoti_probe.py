@@ -149,7 +149,7 @@ def load(package: Path, batch: int, how: str, before: str, model: Path) -> dict:
 
 
 def main() -> None:
-    from common import resnet50_onnx, write_results
+    from common import machine, resnet50_onnx, write_results
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("."))
@@ -169,7 +169,8 @@ def main() -> None:
                                                  "';torchvision;convert'")
     args = ap.parse_args()
     model = resnet50_onnx(args.work / "resnet50.onnx")
-    results: dict = {"max_autotune": args.max_autotune, "batch": args.batch_size, "link_flags": args.link_flags}
+    results: dict = {"max_autotune": args.max_autotune, "batch": args.batch_size, "link_flags": args.link_flags,
+                     "machine": machine()}
     for source in args.sources.split(","):
         package = args.work / f"{source}.pt2"
         results[f"{source}_compile_s"] = round(build(model, package, args.batch_size, args.max_autotune, source,

@@ -26,7 +26,7 @@ import torch
 
 from batchscore.engines import EngineOptions, create_engine
 from batchscore.engines.torch_backend import exit_reason
-from common import resnet50_onnx, write_results
+from common import machine, resnet50_onnx, write_results
 from first_batch import host_batches, throughput
 
 HERE = Path(__file__).resolve().parent
@@ -118,7 +118,7 @@ def main() -> None:
     args = ap.parse_args()
     model = resnet50_onnx(args.work / "resnet50.onnx")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.precision]
-    results: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+    results: dict = {"gpu": torch.cuda.get_device_name(0), "machine": machine(), "torch": torch.__version__,
                      "batch_size": args.batch_size, "precision": args.precision}
     results["plain_eager_img_s"] = eager = round(plain_eager(args.batch_size, args.batches, dtype), 1)
     print("plain eager img/s:", eager, flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from pathlib import Path
 
 
@@ -38,6 +39,20 @@ def resnet50_onnx(path: Path, seed: int = 0) -> Path:
                       opset_version=17, dynamo=False)
     os.replace(tmp, path)
     return path
+
+
+def machine() -> dict:
+    """The host a result came from: CPU model, a hash of its instruction-set flags (Inductor compiles
+    packages with -march=native, and package loads crashed on some machines of one kind and not on
+    others) and cores, so that results from different machines can be told apart."""
+    from batchscore.engines import cpu_features
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    return {"cpu": model or platform.processor(), "cpu_features": cpu_features(), "cores": os.cpu_count()}
 
 
 def write_results(out: Path, name: str, results: dict, show: bool = True) -> None:

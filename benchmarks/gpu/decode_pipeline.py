@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from common import write_results
+from common import machine, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("make_sample", ROOT / "data" / "make_sample.py")
@@ -216,7 +216,7 @@ def main() -> int:
     cores = os.cpu_count() or 1
     workers = cores + 1  # the runner's default for a rank that owns every core
     results: dict = {"benchmark": "decode_pipeline", "images": args.images, "batch_size": args.batch_size,
-                     "cores": cores, "decode_workers": workers, "compile": args.compile}
+                     "cores": cores, "decode_workers": workers, "compile": args.compile, "machine": machine()}
 
     def step(name: str, fn, *fargs):  # noqa: ANN001, ANN202 - a measurement that may fail on its own
         start = time.perf_counter()

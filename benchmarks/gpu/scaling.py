@@ -19,7 +19,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from common import resnet50_onnx, write_results
+from common import machine, resnet50_onnx, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,7 +89,8 @@ def main() -> None:
     job.write_text(f'input = "{archive}"\nmodel = "{model}"\noutput = "{args.work / "out"}"\nbackend = "torch"\n'
                    f'precision = "fp16"\nbatch_size = {args.batch_size}\ncompile = "{args.compile}"\n'
                    f'cache_dir = "{args.work / "cache"}"\ntop_k = 5\ndecode = "{args.decode}"\n')
-    results: dict = {"images": args.images, "workers_per_rank": args.workers, "batch_size": args.batch_size,
+    results: dict = {"machine": machine(), "images": args.images, "workers_per_rank": args.workers,
+                     "batch_size": args.batch_size,
                      "compile": args.compile, "decode": args.decode, "images_from": args.images_from}
     results["one_rank"] = run(1, job, args.work / "out1", args.workers, args.mpirun)
     write_results(args.out, f"scaling-{args.decode}", results, show=False)
