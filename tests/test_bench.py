@@ -98,3 +98,16 @@ def test_bad_baseline_and_model_exit_2(tmp_path: Path, model: Path) -> None:
     res = batchscore("bench", "--model", str(tmp_path / "missing.onnx"), "--json", str(tmp_path / "x.json"))
     assert res.returncode == 2 and "model not found" in res.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_model_given_without_a_job_keeps_its_variants_in_the_engine_cache(tmp_path: Path, model: Path) -> None:
+    """Not in the output folder of the bundled demo job, which lies inside the installed checkout."""
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(model.read_bytes())
+    cache = tmp_path / "cache"
+    res = batchscore("bench", "--model", str(mine), "--precision", "fp16", "--batch-sizes", "1", *QUICK,
+                     "--json", str(tmp_path / "b.json"), cwd=tmp_path, env={"BATCHSCORE_CACHE": str(cache)})
+    assert res.returncode == 0, res.stderr
+    variants = list((cache / "variants").glob("mine-fp16-*.onnx"))
+    assert len(variants) == 1 and str(variants[0]) in res.stderr
+    assert json.loads((tmp_path / "b.json").read_text())["results"][0]["images_per_s"] > 0
