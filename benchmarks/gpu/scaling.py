@@ -1,7 +1,7 @@
 """Scaling over GPUs: the same archive scored by 1 and by N MPI ranks (one GPU each), from the summaries.
 
-Makes an archive (a tar of generated images repeated under distinct names; all JPEG by default), a ResNet-50 ONNX and a
-job, then runs `mpirun -n 1` and `mpirun -n N` with the same per-rank settings (decode workers,
+Makes an archive (a tar of generated images repeated under distinct names; all JPEG by default), a
+ResNet-50 ONNX and a job, then runs `mpirun -n 1` and `mpirun -n N` with the same per-rank settings (decode workers,
 batch, compile mode) and reports each run's aggregate images/s from summary.json and their ratio.
 
     python benchmarks/gpu/scaling.py --ranks 2 --decode gpu --out $OUT    # writes scaling-gpu.json
@@ -89,9 +89,9 @@ def main() -> None:
     job.write_text(f'input = "{archive}"\nmodel = "{model}"\noutput = "{args.work / "out"}"\nbackend = "torch"\n'
                    f'precision = "fp16"\nbatch_size = {args.batch_size}\ncompile = "{args.compile}"\n'
                    f'cache_dir = "{args.work / "cache"}"\ntop_k = 5\ndecode = "{args.decode}"\n')
-    results: dict = {"machine": machine(), "images": args.images, "workers_per_rank": args.workers,
-                     "batch_size": args.batch_size,
-                     "compile": args.compile, "decode": args.decode, "images_from": args.images_from}
+    results: dict = {"machine": machine(), "images": args.images, "images_from": args.images_from,
+                     "workers_per_rank": args.workers, "batch_size": args.batch_size, "compile": args.compile,
+                     "decode": args.decode}
     results["one_rank"] = run(1, job, args.work / "out1", args.workers, args.mpirun)
     write_results(args.out, f"scaling-{args.decode}", results, show=False)
     results[f"{args.ranks}_ranks"] = run(args.ranks, job, args.work / f"out{args.ranks}", args.workers, args.mpirun)
