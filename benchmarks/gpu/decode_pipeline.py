@@ -78,20 +78,15 @@ def make_images(folder: Path, count: int, w: int, h: int) -> dict:
 def engine_only(model: Path, precision: str, batch_size: int, n: int, compile: str, cache: Path) -> dict:
     """The torch backend's images/s over `n` batches, fed host arrays and fed tensors on the GPU."""
     import torch
+    from first_batch import host_batches, throughput
 
     from batchscore.engines import EngineOptions, create_engine
 
     options = EngineOptions(batch_size, device=0, precision=precision, compile=compile, cache_dir=cache)
     engine = create_engine("torch", model, options).activate()
-    rng = np.random.default_rng(0)
-    host = [rng.standard_normal((batch_size, 3, 224, 224), dtype=np.float32) for _ in range(3)]
-    result = {}
-    for feed, inputs in (("host", host), ("device", [torch.from_numpy(h).cuda() for h in host])):
-        list(engine.infer_iter(inputs))  # warm-up
-        start = time.perf_counter()
-        for _ in engine.infer_iter(inputs[i % 3] for i in range(n)):
-            pass
-        result[f"{feed}_fed_img_s"] = round(n * batch_size / (time.perf_counter() - start), 1)
+    host = host_batches(batch_size, 3)
+    result = {f"{feed}_fed_img_s": throughput(engine, inputs, n)["img_s"]
+              for feed, inputs in (("host", host), ("device", [torch.from_numpy(h).cuda() for h in host]))}
     engine.deactivate()
     torch.cuda.empty_cache()
     return result
