@@ -448,11 +448,15 @@ def compiler_check() -> Check:
     """compile = "compiled" links a C++ library (AOTInductor) on the rank that builds a node's package."""
     from .engines import cxx_compiler
 
-    compiler, found = cxx_compiler()
-    if found:
-        return Check("compiler", OK, f"{found} (compile = 'compiled' builds its package with it)")
+    compiler = cxx_compiler()
+    if compiler.path and compiler.static_libstdcxx:
+        return Check("compiler", WARN, f"{compiler.path}: {compiler.note}", "point CXX at a g++ that links libstdc++ "
+                     "as a shared library (the system's), or prebuild with python -m batchscore build where one is")
+    if compiler.path:
+        return Check("compiler", OK, f"{compiler.path} (compile = 'compiled' builds its package with it"
+                     f"{'; ' + compiler.note if compiler.note else ''})")
     return Check("compiler", WARN, f"compile = 'compiled' builds a C++ library where no package is cached yet, and "
-                 f"{compiler} is not on PATH here", "load a GCC module (module load gcc) or set CXX; or prebuild "
+                 f"{compiler.name} is not on PATH here", "load a GCC module (module load gcc) or set CXX; or prebuild "
                  "with python -m batchscore build on a node that has one; or use compile = 'cudagraph'")
 
 

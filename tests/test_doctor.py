@@ -16,7 +16,7 @@ import pytest
 
 from batchscore.comm import cores_for_rank
 from batchscore.doctor import RankView, cache_checks, gpus_check, hdf5_locking, output_checks
-from batchscore.engines import choose_backend, cpu_features
+from batchscore.engines import choose_backend, cpu_features, links_libstdcxx_statically
 from batchscore.sources import list_items
 from conftest import PYTHON, ROOT, batchscore, mpi_env, write_job
 
@@ -215,20 +215,53 @@ def test_two_ranks_on_one_gpu_fail_only_when_a_gpu_backend_would_stop() -> None:
     assert gpus_check([_view(0, "GPU-aaaa"), _view(1, "GPU-bbbb")], "tensorrt", True, False).status == "OK"
 
 
+def static_gxx(folder: Path) -> Path:
+    """A real compiler that copies libstdc++ into what it links: g++ behind a script adding -static-libstdc++,
+    as the GPU machines' $CXX (/opt/gcc/bin/g++) is; with the assembler, linker and nm beside it, so that a PATH
+    of this folder alone works."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper = folder / "g++"
+    wrapper.write_text(f'#!/bin/sh\nexec "{shutil.which("g++")}" "$@" -static-libstdc++\n')
+    wrapper.chmod(0o755)
+    for tool in ("as", "ld", "nm"):
+        (folder / tool).symlink_to(shutil.which(tool))
+    return wrapper
+
+
+@pytest.mark.skipif(not all(map(shutil.which, ("g++", "as", "ld", "nm"))), reason="needs g++ and binutils")
+def test_a_compiler_that_links_libstdcxx_statically_is_told_apart(tmp_path: Path) -> None:
+    """The probe links a small library that uses libstdc++'s locale code, as the package's std::regex does:
+    the system g++ leaves libstdc++ shared, the same g++ with -static-libstdc++ copies it in."""
+    assert links_libstdcxx_statically(shutil.which("g++")) is False
+    assert links_libstdcxx_statically(str(static_gxx(tmp_path / "static"))) is True
+    assert links_libstdcxx_statically(str(tmp_path / "no-such-g++")) is None
+
+
 def test_compiled_mode_checks_for_the_compiler_it_links_with(tmp_path: Path, sample_dir: Path, model: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """compile = "compiled" builds a C++ library (AOTInductor) where no package is cached: doctor says whether
-    the compiler it would use (CXX, else g++) is there, and how to get one when it is not."""
+    """compile = "compiled" builds a C++ library (AOTInductor) where no package is cached: doctor names the compiler
+    it would use, passes over one that links libstdc++ statically (packages built so crashed on load), warns
+    when that is the only one, and says how to get one when there is none."""
     job = write_job(tmp_path / "job.toml", input=str(sample_dir), model=str(model), output=str(tmp_path / "out"),
                     backend="torch", compile="compiled")
-    monkeypatch.setenv("CXX", "no-such-g++")
-    checks, _ = parse(batchscore("doctor", "--job", str(job)).stdout)
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    checks, _ = parse(batchscore("doctor", "--job", str(job), env={"CXX": "no-such-g++", "PATH": str(empty)}).stdout)
     (status, detail, fix), = checks["compiler"]
     assert status == "WARN" and "no-such-g++ is not on PATH" in detail and "module load gcc" in fix
-    if shutil.which("g++"):
-        monkeypatch.delenv("CXX")
-        checks, _ = parse(batchscore("doctor", "--job", str(job)).stdout)
-        assert statuses(checks, "compiler") == ["OK"] and shutil.which("g++") in checks["compiler"][0][1]
+    if all(map(shutil.which, ("g++", "as", "ld", "nm"))):
+        checks, _ = parse(batchscore("doctor", "--job", str(job), env={"CXX": "no-such-g++"}).stdout)
+        (status, detail, _), = checks["compiler"]
+        assert status == "OK" and shutil.which("g++") in detail and "CXX=no-such-g++ is not on PATH" in detail
+        static = static_gxx(tmp_path / "static")
+        checks, _ = parse(batchscore("doctor", "--job", str(job), env={"CXX": str(static)}).stdout)
+        (status, detail, _), = checks["compiler"]
+        assert status == "OK" and detail.startswith(shutil.which("g++")), detail
+        assert f"not {static}: it links libstdc++ statically" in detail
+        checks, _ = parse(batchscore("doctor", "--job", str(job), env={"CXX": "", "PATH": str(static.parent)}).stdout)
+        (status, detail, fix), = checks["compiler"]
+        assert status == "WARN" and detail.startswith(str(static)) and "links libstdc++ statically" in detail
+        assert "CXX" in fix
     eager = write_job(tmp_path / "eager.toml", input=str(sample_dir), model=str(model), output=str(tmp_path / "o"))
     assert "compiler" not in parse(batchscore("doctor", "--job", str(eager)).stdout)[0]
 

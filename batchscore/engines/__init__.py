@@ -13,6 +13,8 @@ import importlib
 import os
 import platform
 import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -37,10 +39,62 @@ BACKEND_PACKAGES = {"tensorrt": ("tensorrt", "pycuda"), "torch": ("torch", "onnx
                     "onnxruntime": ("onnxruntime",)}
 
 
-def cxx_compiler() -> tuple[str, str | None]:
-    """The C++ compiler a compiled torch package is linked with (CXX, else g++), and its path (None if absent)."""
-    name = os.environ.get("CXX", "g++")
-    return name, shutil.which(name)
+#: a translation unit that needs libstdc++'s locale code, as the package's wrapper (std::regex) does
+LIBSTDCXX_PROBE = "#include <locale>\nbool probe() { return std::has_facet<std::ctype<char>>(std::locale()); }\n"
+
+
+@dataclass(frozen=True)
+class Compiler:
+    """The C++ compiler that links a compiled torch package, and why it was chosen."""
+
+    name: str  # as asked for: $CXX, g++ or c++
+    path: str | None  # None: not on PATH
+    static_libstdcxx: bool | None = None  # whether it copies libstdc++ into the libraries it links; None: unknown
+    note: str = ""  # compilers passed over, or the risk of the one chosen; said where the compiler is reported
+
+
+def links_libstdcxx_statically(path: str) -> bool | None:
+    """Whether the compiler at `path` puts libstdc++ itself into a shared library it links (as a wrapper script
+    adding -static-libstdc++ does); None where that cannot be told (no nm, or the probe does not build)."""
+    nm = shutil.which("nm")
+    if nm is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="batchscore-cxx-probe-") as folder:
+        source, library = Path(folder, "probe.cpp"), Path(folder, "probe.so")
+        source.write_text(LIBSTDCXX_PROBE)
+        try:
+            subprocess.run([path, "-shared", "-fPIC", "-o", str(library), str(source)], capture_output=True,
+                           timeout=120, check=True)
+            symbols = subprocess.run([nm, "-D", "--defined-only", str(library)], capture_output=True, text=True,
+                                     timeout=60, check=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return "_ZNSt6locale7classicEv" in symbols  # std::locale::classic(), defined in libstdc++ itself
+
+
+def cxx_compiler() -> Compiler:
+    """$CXX, g++ or c++: the first that links libstdc++ as a shared library, else the first found.
+
+    The package's wrapper library uses std::regex, hence libstdc++'s locale code. A compiler that copies
+    libstdc++ into it (the GPU machines' $CXX, /opt/gcc/bin/g++, is such a wrapper) gave a library with its
+    own locale state beside the process's, and every package built so crashed on load in std::regex
+    (docs/gpu.md); the system g++ on the same machines gave packages that loaded.
+    """
+    found, cxx = [], os.environ.get("CXX")
+    missing = [f"CXX={cxx} is not on PATH"] if cxx and not shutil.which(cxx) else []
+    for name in dict.fromkeys(filter(None, (cxx, "g++", "c++"))):
+        path = shutil.which(name)
+        if path and os.path.realpath(path) not in {os.path.realpath(c.path) for c in found}:
+            found.append(Compiler(name, path, links_libstdcxx_statically(path)))
+            if found[-1].static_libstdcxx is False:
+                break
+    if not found:
+        return Compiler(cxx or "g++", None)
+    chosen = found[-1] if found[-1].static_libstdcxx is False else found[0]
+    passed = [f"not {c.path}: it links libstdc++ statically" for c in found if c is not chosen and c.static_libstdcxx]
+    risk = ["it links libstdc++ statically: its packages may crash on load (the build's load check catches that)"
+            ] if chosen.static_libstdcxx else []
+    return Compiler(chosen.name, chosen.path, chosen.static_libstdcxx, "; ".join(missing + passed + risk))
 
 
 def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:

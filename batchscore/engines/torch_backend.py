@@ -10,9 +10,9 @@ the compute stream, and outputs come back asynchronously. Compile modes:
   in a child process, aoti_build.py: about a minute), cached on disk under a key like a TensorRT
   plan's; one rank per node builds, the others wait, and every rank loads it. Loading is one shared
   library with the weights and kernels inside, in seconds: no ONNX conversion, no Dynamo, no Inductor
-  in the rank's process. The wrapper is linked with `-Bsymbolic`: without it, every load on the H100
-  crashed in `std::regex` (likely its inlined libstdc++ code bound partly to the process's libstdc++
-  and partly to its own copies).
+  in the rank's process. It is linked by a compiler that leaves libstdc++ shared (`cxx_compiler`): a
+  copy of libstdc++ inside the wrapper made every load crash in `std::regex` (docs/gpu.md), and with
+  `-Bsymbolic`, which the earliest H100 workaround added and every measured package since had.
   Its runs are not captured in CUDA graphs (capture fails inside AOTInductor's runner).
 
 `torch` is imported with this module, which is imported only when the torch backend is chosen.
@@ -40,7 +40,7 @@ from ..config import COMPILE_MODES
 from ..enginecache import EngineCache, StaleEntry, default_cache_dir
 from ..gpu import driver_version
 from ..model import inspect_model, model_sha256
-from . import TORCH_KIND, Engine, EngineError, cpu_features, cxx_compiler
+from . import TORCH_KIND, Compiler, Engine, EngineError, cpu_features, cxx_compiler
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: torch.float16,
@@ -51,7 +51,7 @@ SLOTS = 2
 #: Inductor settings of the AOTInductor build (compile = "compiled"): its defaults. On the H100 they gave
 #: ResNet-50 FP16 24.2k img/s in a 74 s build; max-autotune took 400 s to build (benchmarks/gpu/results).
 AOTI_CONFIGS: dict = {}
-#: linker flags of the package's wrapper library: bind its own (inlined libstdc++) symbols to itself
+#: linker flags of the package's wrapper library: bind its own symbols to itself (kept from the H100 workaround)
 AOTI_LINK_FLAGS = "-Wl,-Bsymbolic"
 #: the folder holding the batchscore package, for the package build's child process
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -114,8 +114,9 @@ def build_package(source: Path, path: Path, batch: int, precision: str, device: 
     """The AOTInductor package of `source` (an ONNX model, or a program from `torch.export.save`) at `path`,
     built in a child process (aoti_build.py) whose `CXX` is a compiler wrapper linking with `link_flags`, then
     loaded and run once in a fresh process; a package that fails that check is deleted, not kept."""
+    compiler = cxx_compiler()
     with tempfile.TemporaryDirectory(prefix="batchscore-cxx-") as folder:
-        env = {**os.environ, "CXX": linking_compiler(link_flags, Path(folder)),
+        env = {**os.environ, "CXX": linking_compiler(compiler, link_flags, Path(folder)),
                "PYTHONPATH": os.pathsep.join(filter(None, (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH"))))}
         proc = subprocess.run([sys.executable, "-m", "batchscore.engines.aoti_build", "build", str(source), str(path),
                                "--batch", str(batch), "--precision", precision,
@@ -125,7 +126,8 @@ def build_package(source: Path, path: Path, batch: int, precision: str, device: 
     if proc.returncode:
         raise EngineError(f"compile = 'compiled': building the AOTInductor package of {source} failed in its "
                           f"child process ({exit_reason(proc.returncode)}); use compile = 'cudagraph' or 'eager' "
-                          f"for this model. Its last output: {proc.stderr.strip()[-1500:]}")
+                          f"for this model. Compiler: {compiler.path}{'; ' + compiler.note if compiler.note else ''}. "
+                          f"Its last output: {proc.stderr.strip()[-1500:]}")
 
 
 def exit_reason(returncode: int) -> str:
@@ -138,15 +140,15 @@ def exit_reason(returncode: int) -> str:
         return f"killed by signal {-returncode}"
 
 
-def linking_compiler(flags: str, folder: Path) -> str:
-    """A `g++` in `folder` that adds `flags` to shared-library links: Inductor has no setting for link flags."""
-    _, compiler = cxx_compiler()
-    if compiler is None:
+def linking_compiler(compiler: Compiler, flags: str, folder: Path) -> str:
+    """A `g++` in `folder` that runs `compiler`, adding `flags` to shared-library links: Inductor has no setting
+    for link flags."""
+    if compiler.path is None:
         raise EngineError("compile = 'compiled' builds a C++ library on the first rank of a node and found no C++ "
                           "compiler (g++, or the one CXX names); install one, or use compile = 'cudagraph'")
     wrapper = folder / "g++"  # Inductor knows a GCC by its name
-    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" -shared "*) exec "{compiler}" "$@" {flags};; esac\n'
-                       f'exec "{compiler}" "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" -shared "*) exec "{compiler.path}" "$@" {flags};; esac\n'
+                       f'exec "{compiler.path}" "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
 
