@@ -91,7 +91,8 @@ def cxx_compiler() -> Compiler:
     if not found:
         return Compiler(cxx or "g++", None)
     chosen = found[-1] if found[-1].static_libstdcxx is False else found[0]
-    passed = [f"not {c.path}: it links libstdc++ statically" for c in found if c is not chosen and c.static_libstdcxx]
+    passed = [f"not {c.path}: " + ("it links libstdc++ statically" if c.static_libstdcxx else "its probe did not link")
+              for c in found[:found.index(chosen)]]
     risk = ["it links libstdc++ statically: its packages may crash on load (the build's load check catches that)"
             ] if chosen.static_libstdcxx else []
     return Compiler(chosen.name, chosen.path, chosen.static_libstdcxx, "; ".join(missing + passed + risk))

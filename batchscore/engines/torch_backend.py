@@ -11,8 +11,8 @@ the compute stream, and outputs come back asynchronously. Compile modes:
   plan's; one rank per node builds, the others wait, and every rank loads it. Loading is one shared
   library with the weights and kernels inside, in seconds: no ONNX conversion, no Dynamo, no Inductor
   in the rank's process. It is linked by a compiler that leaves libstdc++ shared (`cxx_compiler`): a
-  copy of libstdc++ inside the wrapper made every load crash in `std::regex` (docs/gpu.md), and with
-  `-Bsymbolic`, which the earliest H100 workaround added and every measured package since had.
+  copy of libstdc++ inside the wrapper made every load crash in `std::regex` (docs/gpu.md). It is also
+  linked with `-Bsymbolic`, as every package measured so far was (the earliest H100 workaround).
   Its runs are not captured in CUDA graphs (capture fails inside AOTInductor's runner).
 
 `torch` is imported with this module, which is imported only when the torch backend is chosen.
