@@ -237,8 +237,7 @@ def test_a_compiler_that_links_libstdcxx_statically_is_told_apart(tmp_path: Path
     assert links_libstdcxx_statically(str(tmp_path / "no-such-g++")) is None
 
 
-def test_compiled_mode_checks_for_the_compiler_it_links_with(tmp_path: Path, sample_dir: Path, model: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_mode_checks_for_the_compiler_it_links_with(tmp_path: Path, sample_dir: Path, model: Path) -> None:
     """compile = "compiled" builds a C++ library (AOTInductor) where no package is cached: doctor names the compiler
     it would use, passes over one that links libstdc++ statically (packages built so crashed on load), warns
     when that is the only one, and says how to get one when there is none."""
