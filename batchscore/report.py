@@ -36,12 +36,22 @@ class RankStats:
     ok: int = 0
     failed: int = 0
     seconds: float = 0.0
+    first_batch_seconds: float = 0.0  # from the start to the first batch scored: the pipeline filling up
+    first_batch_images: int = 0
     stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     decoders: dict[str, int] = field(default_factory=dict)  # images per decoder (pipeline.Batch.decoders)
 
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_images_per_s(self) -> float:
+        """The rate after the first batch: what a larger archive approaches, with the fill-up left out (a short
+        run's end-to-end rate mixes the two; 0 when there was one batch or none)."""
+        rest = self.seconds - self.first_batch_seconds
+        return (self.images - self.first_batch_images) / rest if rest > 0 and self.images > self.first_batch_images \
+            else 0.0
 
     @property
     def busy(self) -> dict[str, float]:
@@ -72,6 +82,8 @@ class RankStats:
         d = asdict(self)
         d["images_per_s"] = round(self.images_per_s, 2)
         d["seconds"] = round(self.seconds, 4)
+        d["first_batch_seconds"] = round(self.first_batch_seconds, 4)
+        d["steady_images_per_s"] = round(self.steady_images_per_s, 2)
         d["stages"] = {k: round(v, 4) for k, v in self.stages.items()}
         d["bound"] = self.bound
         d["busy_fraction"] = {k: round(v / self.seconds, 3) if self.seconds > 0 else 0.0 for k, v in self.busy.items()}
@@ -97,6 +109,8 @@ def summarize(stats: list[RankStats], *, wall_seconds: float, total_keys: int, f
         "per_rank": [s.as_dict() for s in stats],
         "aggregate_images_per_s": round(images / scoring, 2) if scoring > 0 else 0.0,
         "mean_rank_images_per_s": round(sum(per_rank) / len(per_rank), 2) if per_rank else 0.0,
+        "steady_images_per_s": round(sum(s.steady_images_per_s for s in stats), 2),
+        "first_batch_seconds": round(max((s.first_batch_seconds for s in stats), default=0.0), 4),
         "scoring_seconds": round(scoring, 4),
         "wall_seconds": round(wall_seconds, 4),
     }
@@ -126,7 +140,8 @@ def format_table(summary: dict) -> str:
         "the one to speed up first)",
         "",
         f"aggregate: {summary['aggregate_images_per_s']:.1f} img/s over {summary['scoring_seconds']:.2f} s of scoring "
-        f"({summary['wall_seconds']:.2f} s wall incl. start-up and merge)",
+        f"({summary['wall_seconds']:.2f} s wall incl. start-up and merge); first batch scored after "
+        f"{summary['first_batch_seconds']:.2f} s, {summary['steady_images_per_s']:.1f} img/s after it",
         f"output: {summary['output']}",
     ]
     return "\n".join(lines)

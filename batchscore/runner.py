@@ -222,6 +222,8 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
             if (n + 1) % job.commit_every == 0:
                 writer.commit()
             stats.add(batch)
+            if n == 0:
+                stats.first_batch_seconds, stats.first_batch_images = time.perf_counter() - start, stats.images
             progress.update(stats.images)
     writer.commit()
     stop.settle(incomplete=stats.images < len(items))  # collective: every rank learns if any stopped early

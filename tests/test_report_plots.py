@@ -44,6 +44,11 @@ def test_summary_and_table_have_every_stage_and_the_bound(runs: dict) -> None:
             assert r["stages"]["decode"] > 0 and r["stages"]["infer"] > 0 and r["stages"]["write"] > 0
             assert r["stages"]["h2d"] == 0 and r["stages"]["d2h"] == 0  # ONNX Runtime on the CPU copies nothing
             assert r["bound"] in STAGES and r["bound"] != "wait"
+            assert 0 < r["first_batch_seconds"] < r["seconds"] and r["steady_images_per_s"] > 0
+        assert summary["first_batch_seconds"] == max(r["first_batch_seconds"] for r in summary["per_rank"])
+        steady = sum(r["steady_images_per_s"] for r in summary["per_rank"])
+        assert summary["steady_images_per_s"] == pytest.approx(steady, abs=0.05)
+        assert f"{summary['steady_images_per_s']:.1f} img/s after it" in runs[f"score{n}_stdout"]
         header = next(line for line in runs[f"score{n}_stdout"].splitlines() if line.lstrip().startswith("rank"))
         assert header.split()[-len(STAGES) - 1:] == [*STAGES, "bound"]
 
@@ -62,6 +67,14 @@ def test_bound_is_the_busiest_stage_with_worker_stages_shared_out() -> None:
     stats.gpu_threads = 4
     assert stats.bound == "infer"  # 2.5 s over 4 GPU decoder threads: each busy less than inference
     assert RankStats(1).bound == ""  # no work, no bound
+
+
+def test_steady_rate_leaves_the_first_batch_out() -> None:
+    stats = RankStats(0, images=1000, seconds=3.0, first_batch_seconds=1.0, first_batch_images=200)
+    assert stats.images_per_s == pytest.approx(333.33, abs=0.01)  # end to end: the fill-up included
+    assert stats.steady_images_per_s == 400.0  # 800 images in the 2 s after the first batch
+    one_batch = RankStats(0, images=200, seconds=1.0, first_batch_seconds=1.0, first_batch_images=200)
+    assert one_batch.steady_images_per_s == 0  # nothing after the first batch
 
 
 def test_series_come_from_the_files(runs: dict) -> None:

@@ -2,9 +2,11 @@
 
 Makes an archive (a tar of generated images repeated under distinct names; all JPEG by default), a
 ResNet-50 ONNX and a job, then runs `mpirun -n 1` and `mpirun -n N` with the same per-rank settings (decode workers,
-batch, compile mode) and reports each run's aggregate images/s from summary.json and their ratio.
+batch, compile mode) and reports each run's aggregate images/s from summary.json and their ratio, end to end
+and after each rank's first batch (`steady_images_per_s`: the pipeline's fill-up left out).
 
     python benchmarks/gpu/scaling.py --ranks 2 --decode gpu --out $OUT    # writes scaling-gpu.json
+    python benchmarks/gpu/scaling.py --root /tmp/before --name before ...  # another checkout's batchscore
 """
 
 from __future__ import annotations
@@ -54,17 +56,20 @@ def make_archive(work: Path, images: int, unique: int, jpeg: bool) -> Path:
     return tar_path
 
 
-def run(ranks: int, job: Path, output: Path, workers: int, mpirun: str) -> dict:
+def run(ranks: int, job: Path, output: Path, workers: int, mpirun: str, root: Path = ROOT) -> dict:
     shutil.rmtree(output, ignore_errors=True)
     cmd = [mpirun, "--allow-run-as-root", "--bind-to", "none", "-n", str(ranks), sys.executable, "-m",
            "batchscore", "score", "--job", str(job), "--output", str(output), "--workers", str(workers)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)  # `-m` imports batchscore from there
     print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n", flush=True)
     proc.check_returncode()
     summary = json.loads((output / "summary.json").read_text())
+    keys = ("rank", "device", "images_per_s", "first_batch_seconds", "steady_images_per_s", "stages")
     return {"aggregate_img_s": summary["aggregate_images_per_s"], "scoring_seconds": summary["scoring_seconds"],
+            "steady_img_s": summary.get("steady_images_per_s"),
+            "first_batch_seconds": summary.get("first_batch_seconds"),
             "images": summary["images"]["scored_this_run"],
-            "per_rank": [{k: r[k] for k in ("rank", "device", "images_per_s", "stages")} for r in summary["per_rank"]]}
+            "per_rank": [{k: r.get(k) for k in keys} for r in summary["per_rank"]]}
 
 
 def main() -> None:
@@ -81,6 +86,8 @@ def main() -> None:
     ap.add_argument("--images-from", choices=("jpeg", "sample"), default="jpeg",
                     help="jpeg: every image a JPEG; sample: the sample's mix, a fifth PNG (decoded on the CPU)")
     ap.add_argument("--mpirun", default=shutil.which("mpirun") or "mpirun")
+    ap.add_argument("--root", type=Path, default=ROOT, help="the checkout whose batchscore scores (a before/after)")
+    ap.add_argument("--name", default="", help="appended to the result file's name")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     archive = make_archive(args.work, args.images, args.unique, args.images_from == "jpeg")
@@ -91,13 +98,17 @@ def main() -> None:
                    f'cache_dir = "{args.work / "cache"}"\ntop_k = 5\ndecode = "{args.decode}"\n')
     results: dict = {"machine": machine(), "images": args.images, "images_from": args.images_from,
                      "workers_per_rank": args.workers, "batch_size": args.batch_size, "compile": args.compile,
-                     "decode": args.decode}
-    results["one_rank"] = run(1, job, args.work / "out1", args.workers, args.mpirun)
-    write_results(args.out, f"scaling-{args.decode}", results, show=False)
-    results[f"{args.ranks}_ranks"] = run(args.ranks, job, args.work / f"out{args.ranks}", args.workers, args.mpirun)
-    many, one = results[f"{args.ranks}_ranks"]["aggregate_img_s"], results["one_rank"]["aggregate_img_s"]
-    results["speedup"] = round(many / one, 3)
-    write_results(args.out, f"scaling-{args.decode}", results)
+                     "decode": args.decode, "root": str(args.root)}
+    name = f"scaling-{args.decode}{'-' + args.name if args.name else ''}"
+    results["one_rank"] = run(1, job, args.work / "out1", args.workers, args.mpirun, args.root)
+    write_results(args.out, name, results, show=False)
+    results[f"{args.ranks}_ranks"] = run(args.ranks, job, args.work / f"out{args.ranks}", args.workers, args.mpirun,
+                                         args.root)
+    many, one = results[f"{args.ranks}_ranks"], results["one_rank"]
+    results["speedup"] = round(many["aggregate_img_s"] / one["aggregate_img_s"], 3)
+    if one["steady_img_s"] and many["steady_img_s"]:
+        results["steady_speedup"] = round(many["steady_img_s"] / one["steady_img_s"], 3)
+    write_results(args.out, name, results)
 
 
 if __name__ == "__main__":
