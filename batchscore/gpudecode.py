@@ -475,26 +475,50 @@ def default_workers(cores: int, gpu: GpuDecoder | None) -> int:
 
 
 def resize_crop_normalise(out: torch.Tensor, decoded: dict[int, torch.Tensor], spec: Preprocess) -> None:
-    """Decoded RGB CHW uint8 images into their rows of `out` (on its device): the CPU path's steps, one
-    antialiased resize per distinct image size. Pure tensor code, so it runs (and is tested) on the CPU too."""
+    """Decoded RGB CHW uint8 images into their rows of `out` (on its device): the CPU path's steps. Pure tensor
+    code, so it runs (and is tested) on the CPU too; rows not in `decoded` are left for the caller to fill.
+
+    Why it is shaped so: archives hold many image sizes (each sample image has its own), and the resize runs
+    once per distinct size, so that per-size work is kept to three kernels (to float, resize, crop into the
+    rows) and no host sync; rounding, channel order and normalisation run once over the batch. (Each size used
+    to cost nine kernels and a stream sync for its row indices.)"""
     import torch
 
+    if not decoded:
+        return
     sizes: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, image in decoded.items():
         sizes[tuple(image.shape[1:])].append(i)
-    scale = torch.tensor([1 / (255 * s) for s in spec.std], device=out.device).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std)], device=out.device).view(1, 3, 1, 1)
     c = spec.crop
-    for (h, w), rows in sizes.items():
+    for (h, w), same in sizes.items():
         new_w, new_h = resized_size(w, h, spec)
-        x = torch.stack([decoded[i] for i in rows]).float()
+        x = (decoded[same[0]].unsqueeze(0) if len(same) == 1 else torch.stack([decoded[i] for i in same])).float()
         x = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True,
                                             align_corners=False)
         top, left = (new_h - c) // 2, (new_w - c) // 2
-        x = x[:, :, top:top + c, left:left + c].clamp(0, 255).round_()  # Pillow's uint8 result
-        if spec.channel_order == "BGR":
-            x = x.flip(1)
-        out[torch.as_tensor(rows, device=out.device)] = x * scale + shift
+        x = x[:, :, top:top + c, left:left + c]
+        if len(same) == 1:
+            out[same[0]].copy_(x[0])
+        else:
+            out.index_copy_(0, _to_device(torch.tensor(same), out.device), x)
+    scale = _to_device(torch.tensor([1 / (255 * s) for s in spec.std]).view(1, 3, 1, 1), out.device)
+    shift = _to_device(torch.tensor([-m / s for m, s in zip(spec.mean, spec.std)]).view(1, 3, 1, 1), out.device)
+    index = None if len(decoded) == len(out) else _to_device(torch.tensor(sorted(decoded)), out.device)
+    rows = out if index is None else out.index_select(0, index)
+    rows.clamp_(0, 255).round_()  # Pillow's uint8 result
+    if spec.channel_order == "BGR":
+        rows = rows.flip(1)
+    rows.mul_(scale).add_(shift)
+    if index is not None:
+        out.index_copy_(0, index, rows)
+    elif rows is not out:
+        out.copy_(rows)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on `device`, copied without a host sync (through pinned memory on a GPU)."""
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
+
 
 
 @contextmanager

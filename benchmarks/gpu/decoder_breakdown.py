@@ -6,19 +6,23 @@ images into torch tensors (nvImageCodec: `__cuda_array_interface__` as scoring d
 comparison), `resize_crop_normalise`, and one worker's read + header check + library input per image.
 Then the whole GPU decoder (`pipeline.batches`, decode only) with 4, 8 and cores + 1 read workers: if
 fewer workers are faster, the workers' contention for the interpreter lock, not the GPU, is the limit.
+`--sizes mixed` decodes the sample's scenes at their own sizes instead (each image a size of its own, as in
+scaling.py's archive), where the resize runs once per image.
 
     python benchmarks/gpu/decoder_breakdown.py --out $OUT      # prints a table, writes decoder_breakdown.json
+    python benchmarks/gpu/decoder_breakdown.py --sizes mixed --workers 2 --out $OUT
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 from common import write_results
-from decode_pipeline import decode_only, make_images
+from decode_pipeline import ROOT, decode_only, make_images
 
 
 def synced(torch, fn):  # noqa: ANN001, ANN201 - (seconds, result) of fn with the GPU idle before and after
@@ -76,21 +80,32 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2304)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--libraries", default="nvimgcodec,torchvision")
+    ap.add_argument("--sizes", default="500x375", help="WxH for every image, or mixed: the sample's scenes")
+    ap.add_argument("--workers", default=f"4,8,{(os.cpu_count() or 1) + 1}", help="read workers, decode only")
     args = ap.parse_args()
     from batchscore.gpudecode import GpuDecoder, libraries
     from batchscore.preprocess import Preprocess
     from batchscore.sources import list_items
 
-    results: dict = {"benchmark": "decoder_breakdown", "batch_size": args.batch_size, "cores": os.cpu_count()}
-    results["generate"] = make_images(args.work / "images", args.images, 500, 375)
+    results: dict = {"benchmark": "decoder_breakdown", "batch_size": args.batch_size, "cores": os.cpu_count(),
+                     "sizes": args.sizes}
+    folder = args.work / f"images-{args.sizes}"
+    if args.sizes == "mixed":
+        sys.path.insert(0, str(ROOT / "data"))
+        from make_sample import generate
+
+        generate(folder, args.images, seed=1)
+    else:
+        results["generate"] = make_images(folder, args.images, *map(int, args.sizes.split("x")))
     import torch
 
     results["device"] = torch.cuda.get_device_name(0)
-    items, spec = list_items([args.work / "images"]), Preprocess()
+    items, spec = [it for it in list_items([folder]) if it.key.endswith(".jpg")], Preprocess()
+    results["jpegs"] = len(items)
     for library in [lib for lib in args.libraries.split(",") if lib in libraries(lib)]:
         results[f"{library}_ms_per_batch"] = steps(library, items, spec, args.batch_size)
         print(library, "ms per batch:", results[f"{library}_ms_per_batch"], flush=True)
-        for workers in sorted({4, 8, (os.cpu_count() or 1) + 1}):
+        for workers in sorted({int(w) for w in args.workers.split(",")}):
             decoder = GpuDecoder(0, 1.0, library, workers)
             decoder.probe()
             results[f"{library}_decode_only_{workers}_workers"] = run = decode_only(items, spec, args.batch_size,

@@ -1,9 +1,14 @@
-"""Scaling over GPUs: the same archive scored by 1 and by N MPI ranks (one GPU each), from the summaries.
+"""Scaling over GPUs: the same archive scored on 1 and on N GPUs (one MPI rank each, or --ranks-per-gpu K sharing
+each GPU), from the summaries.
 
 Makes an archive (a tar of generated images repeated under distinct names; all JPEG by default), a
-ResNet-50 ONNX and a job, then runs `mpirun -n 1` and `mpirun -n N` with the same per-rank settings (decode workers,
-batch, compile mode) and reports each run's aggregate images/s from summary.json and their ratio, end to end
-and after each rank's first batch (`steady_images_per_s`: the pipeline's fill-up left out).
+ResNet-50 ONNX turned into the FP16 file that precision = "fp16" scores, and a job naming that file with
+precision = "fp32" (the same engine path, without the accuracy gate that would run both models on the CPU
+before every run: a minute of ResNet-50 on 200 images). Then it runs mpirun on one GPU and on N with the same
+per-rank settings (decode workers, batch, compile mode, binding) and reports each run's aggregate images/s
+from summary.json and their ratio, end to end and after each rank's first batch (`steady_images_per_s`: the
+pipeline's fill-up left out). Results: `one_gpu` and `N_gpus` (`one_rank` and `N_ranks` in files before
+2026-11-30).
 
     python benchmarks/gpu/scaling.py --ranks 2 --decode gpu --out $OUT    # writes scaling-gpu.json
     python benchmarks/gpu/scaling.py --root /tmp/before --name before ...  # another checkout's batchscore
@@ -15,6 +20,7 @@ import argparse
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -56,11 +62,15 @@ def make_archive(work: Path, images: int, unique: int, jpeg: bool) -> Path:
     return tar_path
 
 
-def run(ranks: int, job: Path, output: Path, workers: int, mpirun: str, root: Path = ROOT) -> dict:
+def run(ranks: int, job: Path, output: Path, workers: int, mpirun: str, root: Path = ROOT,
+        placing: str = "--bind-to none", gpus: str | None = None) -> dict:
+    """One scoring run under `mpirun -n ranks` with `placing` (mpirun's binding options), on the GPUs `gpus`
+    lists (CUDA_VISIBLE_DEVICES), else all."""
     shutil.rmtree(output, ignore_errors=True)
-    cmd = [mpirun, "--allow-run-as-root", "--bind-to", "none", "-n", str(ranks), sys.executable, "-m",
+    cmd = [mpirun, "--allow-run-as-root", *shlex.split(placing), "-n", str(ranks), sys.executable, "-m",
            "batchscore", "score", "--job", str(job), "--output", str(output), "--workers", str(workers)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)  # `-m` imports batchscore from there
+    env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": gpus} if gpus is not None else {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)  # `-m`: batchscore from root
     print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n", flush=True)
     proc.check_returncode()
     summary = json.loads((output / "summary.json").read_text())
@@ -76,7 +86,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results/gpu")))
     ap.add_argument("--work", type=Path, default=Path("/tmp/batchscore-scaling"))
-    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--ranks", type=int, default=2, help="GPUs of the larger run")
+    ap.add_argument("--ranks-per-gpu", type=int, default=1, help="ranks sharing each GPU (share_gpus = true)")
+    ap.add_argument("--placing", default="--bind-to none",
+                    help="mpirun's binding options, e.g. '--map-by slot:PE=16 --bind-to core' (16 cores a rank)")
     ap.add_argument("--images", type=int, default=32768)
     ap.add_argument("--unique", type=int, default=512)
     ap.add_argument("--workers", type=int, default=14, help="decode processes per rank, the same in both runs")
@@ -91,20 +104,28 @@ def main() -> None:
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     archive = make_archive(args.work, args.images, args.unique, args.images_from == "jpeg")
-    model = resnet50_onnx(args.work / "resnet50.onnx")
+    model = args.work / "resnet50-fp16.onnx"
+    if not model.is_file():
+        from batchscore.precision import quantize
+
+        quantize(resnet50_onnx(args.work / "resnet50.onnx"), model, "fp16")
     job = args.work / "job.toml"
     job.write_text(f'input = "{archive}"\nmodel = "{model}"\noutput = "{args.work / "out"}"\nbackend = "torch"\n'
-                   f'precision = "fp16"\nbatch_size = {args.batch_size}\ncompile = "{args.compile}"\n'
-                   f'cache_dir = "{args.work / "cache"}"\ntop_k = 5\ndecode = "{args.decode}"\n')
+                   f'precision = "fp32"\nbatch_size = {args.batch_size}\ncompile = "{args.compile}"\n'
+                   f'cache_dir = "{args.work / "cache"}"\ntop_k = 5\ndecode = "{args.decode}"\n'
+                   f'share_gpus = {str(args.ranks_per_gpu > 1).lower()}\n')
     results: dict = {"machine": machine(), "images": args.images, "images_from": args.images_from,
                      "workers_per_rank": args.workers, "batch_size": args.batch_size, "compile": args.compile,
-                     "decode": args.decode, "root": str(args.root)}
+                     "decode": args.decode, "root": str(args.root), "placing": args.placing,
+                     "ranks_per_gpu": args.ranks_per_gpu, "model": "ResNet-50 (seeded) FP16 file, scored as it is"}
     name = f"scaling-{args.decode}{'-' + args.name if args.name else ''}"
-    results["one_rank"] = run(1, job, args.work / "out1", args.workers, args.mpirun, args.root)
+    k = args.ranks_per_gpu
+    results["one_gpu"] = run(k, job, args.work / "out1", args.workers, args.mpirun, args.root, args.placing,
+                             gpus=None if k == 1 else "0")
     write_results(args.out, name, results, show=False)
-    results[f"{args.ranks}_ranks"] = run(args.ranks, job, args.work / f"out{args.ranks}", args.workers, args.mpirun,
-                                         args.root)
-    many, one = results[f"{args.ranks}_ranks"], results["one_rank"]
+    results[f"{args.ranks}_gpus"] = run(args.ranks * k, job, args.work / f"out{args.ranks}", args.workers,
+                                        args.mpirun, args.root, args.placing)
+    many, one = results[f"{args.ranks}_gpus"], results["one_gpu"]
     results["speedup"] = round(many["aggregate_img_s"] / one["aggregate_img_s"], 3)
     if one["steady_img_s"] and many["steady_img_s"]:
         results["steady_speedup"] = round(many["steady_img_s"] / one["steady_img_s"], 3)
