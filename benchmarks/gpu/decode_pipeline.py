@@ -165,6 +165,7 @@ def score(job: Path, mode: str, library: str, threads: int, workers: int, out: P
     summary = json.loads((out / "summary.json").read_text())
     rank = summary["per_rank"][0]
     return {"img_s": summary["aggregate_images_per_s"], "scoring_s": summary["scoring_seconds"],
+            "steady_img_s": summary.get("steady_images_per_s"), "first_batch_s": summary.get("first_batch_seconds"),
             "wall_s": summary["wall_seconds"], "decode": summary.get("decode"), "decoders": summary.get("decoders"),
             "failed": summary["images"]["failed"], "device": rank["device"], "workers": rank["workers"],
             "stages": rank["stages"], "bound": rank["bound"], "busy_fraction": rank.get("busy_fraction")}

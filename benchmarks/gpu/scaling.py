@@ -8,7 +8,7 @@ before every run: a minute of ResNet-50 on 200 images). Then it runs mpirun on o
 per-rank settings (decode workers, batch, compile mode, binding) and reports each run's aggregate images/s
 from summary.json and their ratio, end to end and after each rank's first batch (`steady_images_per_s`: the
 pipeline's fill-up left out). Results: `one_gpu` and `N_gpus` (`one_rank` and `N_ranks` in files before
-2026-11-30).
+2026-11-30); each run's summary.json is kept beside them, for `python -m batchscore report` (scaling.png).
 
     python benchmarks/gpu/scaling.py --ranks 2 --decode gpu --out $OUT    # writes scaling-gpu.json
     python benchmarks/gpu/scaling.py --root /tmp/before --name before ...  # another checkout's batchscore
@@ -63,9 +63,9 @@ def make_archive(work: Path, images: int, unique: int, jpeg: bool) -> Path:
 
 
 def run(ranks: int, job: Path, output: Path, workers: int, mpirun: str, root: Path = ROOT,
-        placing: str = "--bind-to none", gpus: str | None = None) -> dict:
+        placing: str = "--bind-to none", gpus: str | None = None, keep: Path | None = None) -> dict:
     """One scoring run under `mpirun -n ranks` with `placing` (mpirun's binding options), on the GPUs `gpus`
-    lists (CUDA_VISIBLE_DEVICES), else all."""
+    lists (CUDA_VISIBLE_DEVICES), else all; its summary.json copied to `keep` (for `batchscore report`)."""
     shutil.rmtree(output, ignore_errors=True)
     cmd = [mpirun, "--allow-run-as-root", *shlex.split(placing), "-n", str(ranks), sys.executable, "-m",
            "batchscore", "score", "--job", str(job), "--output", str(output), "--workers", str(workers)]
@@ -74,6 +74,8 @@ def run(ranks: int, job: Path, output: Path, workers: int, mpirun: str, root: Pa
     print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n", flush=True)
     proc.check_returncode()
     summary = json.loads((output / "summary.json").read_text())
+    if keep is not None:
+        shutil.copyfile(output / "summary.json", keep)
     keys = ("rank", "device", "images_per_s", "first_batch_seconds", "steady_images_per_s", "stages")
     return {"aggregate_img_s": summary["aggregate_images_per_s"], "scoring_seconds": summary["scoring_seconds"],
             "steady_img_s": summary.get("steady_images_per_s"),
@@ -103,6 +105,7 @@ def main() -> None:
     ap.add_argument("--name", default="", help="appended to the result file's name")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     archive = make_archive(args.work, args.images, args.unique, args.images_from == "jpeg")
     model = args.work / "resnet50-fp16.onnx"
     if not model.is_file():
@@ -121,10 +124,11 @@ def main() -> None:
     name = f"scaling-{args.decode}{'-' + args.name if args.name else ''}"
     k = args.ranks_per_gpu
     results["one_gpu"] = run(k, job, args.work / "out1", args.workers, args.mpirun, args.root, args.placing,
-                             gpus=None if k == 1 else "0")
+                             gpus=None if k == 1 else "0", keep=args.out / f"{name}-summary-1gpu.json")
     write_results(args.out, name, results, show=False)
     results[f"{args.ranks}_gpus"] = run(args.ranks * k, job, args.work / f"out{args.ranks}", args.workers,
-                                        args.mpirun, args.root, args.placing)
+                                        args.mpirun, args.root, args.placing,
+                                        keep=args.out / f"{name}-summary-{args.ranks}gpus.json")
     many, one = results[f"{args.ranks}_gpus"], results["one_gpu"]
     results["speedup"] = round(many["aggregate_img_s"] / one["aggregate_img_s"], 3)
     if one["steady_img_s"] and many["steady_img_s"]:
