@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from batchscore.engines import EngineOptions, create_engine
 from batchscore.pipeline import batches, decode_executor
@@ -47,3 +48,20 @@ def test_topk_is_sorted_softmax() -> None:
     e = np.exp(logits - logits.max(1, keepdims=True))
     prob = e / e.sum(1, keepdims=True)
     np.testing.assert_allclose(score, np.take_along_axis(prob, idx, 1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("classes", [3, 1000])
+def test_topk_breaks_ties_in_class_order_as_a_stable_sort(classes: int) -> None:
+    """The partition gives what a stable sort of every class gives: FP16 logits (many ties), a row of equal
+    logits, a NaN row; k below, at and above the class count."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(64, classes)).astype(np.float16).astype(np.float32)
+    logits[1] = 0.5
+    logits[2] = np.nan
+    z = logits - logits.max(axis=1, keepdims=True)
+    prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    for k in (1, 2, 5, classes):
+        idx, score = topk(logits, k)
+        expected = np.argsort(-prob, axis=1, kind="stable")[:, :k]
+        assert np.array_equal(idx, expected) and idx[1].tolist() == list(range(min(k, classes)))
+        np.testing.assert_array_equal(score, np.take_along_axis(prob, expected, 1))
