@@ -520,7 +520,6 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
 
 
-
 @contextmanager
 def gpu_decoder(mode: str, job: Job, device: int | None, rank: int, threads: int = 1) -> Iterator[GpuDecoder | None]:
     """This rank's GPU decoder for the plan's `mode` (None for "cpu"): the first library of `job.gpu_decoder`'s

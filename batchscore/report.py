@@ -49,9 +49,8 @@ class RankStats:
     def steady_images_per_s(self) -> float:
         """The rate after the first batch: what a larger archive approaches, with the fill-up left out (a short
         run's end-to-end rate mixes the two; 0 when there was one batch or none)."""
-        rest = self.seconds - self.first_batch_seconds
-        return (self.images - self.first_batch_images) / rest if rest > 0 and self.images > self.first_batch_images \
-            else 0.0
+        rest, images = self.seconds - self.first_batch_seconds, self.images - self.first_batch_images
+        return images / rest if rest > 0 and images > 0 else 0.0
 
     @property
     def busy(self) -> dict[str, float]:
