@@ -1,0 +1,117 @@
+"""CPU decode across many cores: the pipeline's decode threads against decode processes, same images, same counts.
+
+Why: on the GPU machines the CPU path decoded far below Pillow's per-core rate times the cores (decode only,
+500x375 JPEGs: 924 img/s with 33 threads on a 32-core H200 host, 1,055 with 17 threads on a 16-core H100
+host), which points at the interpreter lock the threads share; on the 2-core development VM threads beat
+processes (docs/performance.md). This measures both on the machine at hand, decode only (read, decode,
+resize, normalise into the batch's array), batches in input order, two in flight:
+
+- threads:   `pipeline.batches` with `decode_executor(N)`, what scoring runs;
+- processes: N processes, each decoding its share of a batch straight into a shared-memory batch array.
+
+Rounds alternate between the two; the median of each is reported.
+
+    python benchmarks/cpu_decode_scaling.py --workers 2 4 8 16 32 --input DIR --images 8192
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import shared_memory
+from pathlib import Path
+
+import numpy as np
+
+from batchscore.pipeline import batches, decode_executor, decode_into
+from batchscore.preprocess import Preprocess
+from batchscore.sources import Item, list_items
+from batchscore.writer import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def threads(items: list[Item], spec: Preprocess, batch: int, workers: int) -> float:
+    """Images/s of the pipeline's own decode threads."""
+    with decode_executor(workers) as pool:
+        start = time.perf_counter()
+        for _ in batches(items, spec, batch, pool, prefetch=2):
+            pass
+        return len(items) / (time.perf_counter() - start)
+
+
+def _decode_share(name: str, shape: tuple[int, ...], first: int, share: list[Item], spec: Preprocess) -> list[str]:
+    """In a worker process: decode `share` into rows first.. of the shared batch array; the error per image."""
+    memory = shared_memory.SharedMemory(name=name)
+    try:
+        array = np.ndarray(shape, np.float32, buffer=memory.buf)
+        return [decode_into(array[first + j], item, spec)[0] for j, item in enumerate(share)]
+    finally:
+        del array
+        memory.close()
+
+
+def processes(items: list[Item], spec: Preprocess, batch: int, workers: int) -> float:
+    """Images/s of `workers` processes decoding each batch's shares into one of two shared batch arrays."""
+    shape = (batch, *spec.shape)
+    ring = [shared_memory.SharedMemory(create=True, size=int(np.prod(shape)) * 4) for _ in range(2)]
+    try:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(abs, range(workers)))  # the workers exist before the clock starts, as threads do
+            pending: deque[list[Future]] = deque()
+            start = time.perf_counter()
+            for n, first in enumerate(range(0, len(items), batch)):
+                if len(pending) == len(ring):
+                    [f.result() for f in pending.popleft()]
+                chunk = items[first:first + batch]
+                step = -(-len(chunk) // workers)
+                pending.append([pool.submit(_decode_share, ring[n % 2].name, shape, i, chunk[i:i + step], spec)
+                                for i in range(0, len(chunk), step)])
+            for futures in pending:
+                [f.result() for f in futures]
+            return len(items) / (time.perf_counter() - start)
+    finally:
+        for memory in ring:
+            memory.close()
+            memory.unlink()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--input", type=Path, default=ROOT / "data" / "sample", help="folder of images (or a tar)")
+    ap.add_argument("--images", type=int, default=2048, help="images a round (the input's, repeated)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[os.cpu_count() or 1])
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=ROOT / "results" / "cpu_decode_scaling.json")
+    args = ap.parse_args()
+    found = [it for it in list_items([args.input]) if it.key.lower().endswith((".jpg", ".jpeg"))]
+    if not found:
+        raise SystemExit(f"no JPEGs under {args.input} (python data/make_sample.py --out data/sample first)")
+    items, spec = [found[i % len(found)] for i in range(args.images)], Preprocess()
+    rows = []
+    print(f"decode only, {args.images} JPEGs from {args.input}, batch {args.batch_size}, {os.cpu_count()} cores, "
+          f"median of {args.rounds} alternating rounds (img/s)")
+    print(f"{'workers':>8} {'threads':>9} {'processes':>10} {'ratio':>6}")
+    for workers in args.workers:
+        rates: dict[str, list[float]] = {"threads": [], "processes": []}
+        for _ in range(args.rounds):
+            rates["threads"].append(threads(items, spec, args.batch_size, workers))
+            rates["processes"].append(processes(items, spec, args.batch_size, workers))
+        t, p = (statistics.median(rates[k]) for k in ("threads", "processes"))
+        rows.append({"workers": workers, "threads_img_s": round(t, 1), "processes_img_s": round(p, 1),
+                     "processes_over_threads": round(p / t, 3)})
+        print(f"{workers:>8} {t:>9.1f} {p:>10.1f} {p / t:>5.2f}x")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.json, {"benchmark": "cpu_decode_scaling", "input": str(args.input), "images": args.images,
+                           "batch_size": args.batch_size, "cores": os.cpu_count(), "rounds": args.rounds,
+                           "results": rows})
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
