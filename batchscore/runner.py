@@ -157,13 +157,12 @@ def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     prob = np.exp(z)
     prob /= prob.sum(axis=1, keepdims=True)
     classes = prob.shape[1]
-    if k >= classes:
-        idx = np.argsort(-prob, axis=1, kind="stable")[:, :k]
-    else:  # one distinct key per class: its probability's bits, descending (non-negative floats order as their
-        # bits do), then its index, so ties fall in class order and the partition has one answer
-        key = (0x7FFFFFFF - prob.view(np.int32).astype(np.int64)) << classes.bit_length() | np.arange(classes)
-        best = np.argpartition(key, k - 1, axis=1)[:, :k]
-        idx = np.take_along_axis(best, np.argsort(np.take_along_axis(key, best, axis=1), axis=1), axis=1)
+    k = min(k, classes)
+    # one distinct key per class: its probability's bits, descending (non-negative floats order as their bits
+    # do), then its index, so ties fall in class order and the partition has one answer
+    key = (0x7FFFFFFF - prob.view(np.int32).astype(np.int64)) << classes.bit_length() | np.arange(classes)
+    best = np.argpartition(key, k - 1, axis=1)[:, :k]
+    idx = np.take_along_axis(best, np.argsort(np.take_along_axis(key, best, axis=1), axis=1), axis=1)
     return idx.astype(np.int32), np.take_along_axis(prob, idx, axis=1)
 
 
