@@ -314,6 +314,19 @@ LIBRARIES = {"nvimgcodec": NvImageCodec, "torchvision": TorchvisionNvjpeg}
 
 
 @dataclass
+class Queued:
+    """A batch's GPU work left queued on its lane's stream when the lane hands the batch over: the event that work
+    records, and the decoded images it still reads (the decode library's own buffers, kept alive until then).
+
+    Why not synchronize in the lane: that held the lane's thread until its resize kernels had run, instead of
+    starting on the next batch; handing over queued work was faster in each of three rounds on an H200, decode
+    only and end to end (docs/performance.md)."""
+
+    done: torch.cuda.Event
+    images: dict[int, torch.Tensor]
+
+
+@dataclass
 class Lane:
     """One decoder thread: its own instance of the library, CUDA stream and thread."""
 
@@ -324,8 +337,9 @@ class Lane:
 
 class GpuDecoder:
     """One rank's GPU decoder: a library's decode steps and the tensor steps on `device`, in `lanes` threads
-    (each with its CUDA stream) of their own, so batch i+1 decodes while the engine runs batch i; with two
-    lanes, batch i+2 also decodes while batch i+1 is resized and handed over (batches take turns).
+    (each with its CUDA stream) of their own, so batch i+1 decodes while the engine runs batch i. A lane hands a
+    batch over with its resize still queued on the GPU (`Queued`) and starts on its next batch; with two lanes,
+    two batches' host-side work also overlaps (batches take turns).
 
     share: the GPU's part of each batch (1.0 for decode = "gpu"), the rest going to the CPU workers; None tunes
     it after every batch on the measured decode rate (`ShareTuner`)."""
@@ -374,7 +388,13 @@ class GpuDecoder:
                  for i in range(0, k, READ_CHUNK)]
         cpu_finish, cpu_futures = cpu_batch(chunk[k:], spec, executor, draft)
         job = lane.thread.submit(self._decode, lane, chunk, k, reads, cpu_finish, spec, executor, draft, ahead)
-        return job.result, [*([ahead] if ahead else []), *reads, *cpu_futures, job]
+
+        def finish() -> Batch:
+            batch, queued = job.result()
+            queued.done.synchronize()  # the GPU work the lane queued for this batch; the lane has moved on
+            return batch
+
+        return finish, [*([ahead] if ahead else []), *reads, *cpu_futures, job]
 
     def _read(self, items: Sequence[Item], indices: Sequence[int], max_pixels: int,
               ahead: Future | None = None) -> list[tuple[bytes | None, object, str, float]]:
@@ -394,8 +414,9 @@ class GpuDecoder:
         return out
 
     def _decode(self, lane: Lane, chunk: Sequence[Item], k: int, reads: list[Future], cpu_finish: Callable[[], Batch],
-                spec: Preprocess, executor: Executor, draft: bool, ahead: Future | None = None) -> Batch:
-        """On a lane's thread: the whole batch as one tensor on the GPU, bad images set aside."""
+                spec: Preprocess, executor: Executor, draft: bool, ahead: Future | None = None) -> tuple[Batch, Queued]:
+        """On a lane's thread: the whole batch as one tensor on the GPU, bad images set aside, and the GPU work
+        still queued for it, which the consumer waits for (the lane goes on to its next batch meanwhile)."""
         torch = self.torch
         errors, read_s = [""] * k, read_ahead_seconds(ahead)
         to_gpu: dict[int, tuple[bytes, object]] = {}
@@ -432,8 +453,9 @@ class GpuDecoder:
             errors += cpu.errors
             good = np.array([not e for e in errors], dtype=bool)
             tensors = out if good.all() else out[torch.as_tensor(np.flatnonzero(good), device=self.device)]
-            lane.stream.synchronize()  # ready for the engine's streams once handed over
-        gpu_seconds = time.perf_counter() - start - waited  # the thread's own time, GPU work included
+            queued = Queued(torch.cuda.Event(), decoded)
+            queued.done.record(lane.stream)
+        gpu_seconds = time.perf_counter() - start - waited  # the thread's own time, its queued GPU work not awaited
         with self.lock:
             now = time.perf_counter()
             if self.tuner and self.finished:
@@ -442,7 +464,7 @@ class GpuDecoder:
         counts.update(cpu_fallback=len(fallback) - sum(1 for i in fallback if errors[i]),
                       failed=sum(1 for e in errors[:k] if e) + cpu.decoders["failed"], cpu=cpu.decoders["cpu"])
         return Batch([it.key for it in chunk], tensors, errors, read_s + cpu.read_seconds, cpu.decode_seconds,
-                     decoders=dict(counts), gpu_seconds=gpu_seconds)
+                     decoders=dict(counts), gpu_seconds=gpu_seconds), queued
 
 
 class ShareTuner:

@@ -7,7 +7,7 @@ GPU, so it is tested on a GPU machine without TensorRT (tests/gpu/test_cudabuffe
 
 An input may also be a device array already (GPU decode hands over a torch CUDA tensor): anything with
 `__cuda_array_interface__` is copied device to device into the set's buffer, with no host round trip.
-Its producer must have synchronized the stream that wrote it (gpudecode.py does before hand-over).
+Its producer's GPU work on it must be complete (a GPU-decoded batch leaves pipeline.batches only after it is).
 """
 
 from __future__ import annotations

@@ -312,7 +312,7 @@ class TorchEngine(Engine):
             with torch.cuda.stream(self.copy_stream):
                 self.copy_stream.wait_event(slot.done)  # the compute that last read this set is over
                 slot.copy_start.record()
-                if on_device:  # decoded on this GPU and ready (its stream synchronized): copy it in place
+                if on_device:  # decoded on this GPU, its GPU work done: copy it in place
                     batch.record_stream(self.copy_stream)  # its memory is not reused before the copy ran
                     slot.dev_in[:n].copy_(batch, non_blocking=True)
                 else:
