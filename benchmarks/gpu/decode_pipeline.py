@@ -8,16 +8,18 @@ name that FP16 file with `precision = "fp32"` ("score the file as it is"): the e
 a precision = "fp16" job's (the torch backend runs a graph with FP16 weights in its own types), and the
 accuracy gate is left out, which would run both models on the CPU and compare random-weight logits.
 
-Measured, each once, in this order:
+Measured in this order:
 - engine only: the torch backend, batch N, eager, fed host arrays (pinned double buffering) and fed
   tensors already on the GPU (what GPU decode hands it), plus the FP32 file run at precision fp16;
 - decode only: the CPU workers (Pillow, cores + 1 threads, read included), each GPU library raw (bytes
   in memory, batched, no resize: torchvision's nvJPEG; nvImageCodec's hardware decoder and its CUDA
-  decoder), and the GPU decoder as scoring uses it, per library (read by as many workers as scoring
-  gives it, decode, resize, crop, normalise; and hybrid with the share tuned on the measured rate);
-- end to end: `python -m batchscore score --decode MODE [--gpu-decoder LIB]` for cpu, gpu with each
-  library, and hybrid: rate over the scoring time (summary.json's aggregate images/s), per-stage
-  seconds, bound and images per decoder; top-1 agreement of gpu with cpu;
+  decoder), and hybrid with the share tuned on the measured rate;
+- end to end: `python -m batchscore score --decode MODE` for cpu and hybrid: rate over the scoring time
+  (summary.json's aggregate images/s), per-stage seconds, bound and images per decoder;
+- then `--rounds` rounds, alternating: the GPU decoder as scoring uses it, decode only, per library and
+  read-worker count (`--score-workers`; 0 is as many as scoring gives it), reading, decoding, resizing,
+  cropping and normalising; and `score --decode gpu --gpu-decoder LIB --workers N` end to end. Each reports
+  its median round (single runs varied by ±15% on one machine). Then top-1 agreement of gpu with cpu;
 - the difference between GPU- and CPU-decoded tensors on the first batch.
 
     python benchmarks/gpu/decode_pipeline.py --out $OUT      # prints a table, writes decode_pipeline.json
@@ -64,15 +66,22 @@ def render(args: tuple[int, str, int, int]) -> int:
 
 
 def make_images(folder: Path, count: int, w: int, h: int) -> dict:
-    """`count` JPEGs in 10 sub-folders, made in parallel (before any CUDA use: the pool forks)."""
+    """`count` JPEGs in 10 sub-folders, made in parallel (before any CUDA use: the pool forks); those an earlier
+    call made in `folder` with the same count and size are kept (FOLDER-made.json says so)."""
+    made = folder.parent / f"{folder.name}-made.json"
+    if made.is_file() and json.loads(made.read_text()).get("size") == f"{w}x{h}" \
+            and json.loads(made.read_text()).get("count") == count:
+        return {**json.loads(made.read_text()), "reused": True}
     paths = [folder / f"c{i % 10}" / f"img_{i:06d}.jpg" for i in range(count)]
     for sub in {p.parent for p in paths}:
         sub.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with ProcessPoolExecutor(os.cpu_count()) as pool:
         sizes = list(pool.map(render, [(i, str(p), w, h) for i, p in enumerate(paths)], chunksize=32))
-    return {"count": count, "size": f"{w}x{h}", "mean_kb": round(sum(sizes) / len(sizes) / 1024, 1),
-            "seconds": round(time.perf_counter() - start, 1)}
+    result = {"count": count, "size": f"{w}x{h}", "mean_kb": round(sum(sizes) / len(sizes) / 1024, 1),
+              "seconds": round(time.perf_counter() - start, 1)}
+    made.write_text(json.dumps(result))
+    return result
 
 
 def engine_only(model: Path, precision: str, batch_size: int, n: int, compile: str, cache: Path) -> dict:
@@ -197,9 +206,11 @@ def main() -> int:
     ap.add_argument("--modes", default="cpu,gpu,hybrid")
     ap.add_argument("--libraries", default="nvimgcodec,torchvision", help="GPU decode libraries to measure")
     ap.add_argument("--gpu-threads", default="1", help="GPU decoder threads (lanes) to measure, e.g. 1,2")
-    ap.add_argument("--score-workers", default="0", help="read workers of the gpu-mode score runs, e.g. 1,2,4 "
-                                                         "(0: the runner's default)")
+    ap.add_argument("--score-workers", default="0", help="read workers of the GPU decoder's decode-only and gpu-mode "
+                                                         "score runs, e.g. 1,2,4 (0: the runner's default)")
     ap.add_argument("--score-timeout", type=float, default=150)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the GPU decode-only and decode = gpu end-to-end "
+                                                          "runs, alternating; each reports its median round")
     ap.add_argument("--compile", default="eager", help="the torch engine's compile mode, engine only and scoring "
                                                        "(compiled: its package is built in the engine-only step)")
     args = ap.parse_args()
@@ -264,12 +275,6 @@ def main() -> int:
         for lib in libs:
             for kind in (("HW_GPU_ONLY", "GPU_ONLY", "HYBRID_CPU_GPU") if lib == "nvimgcodec" else ("",)):
                 step(f"raw_{lib}{'_' + kind if kind else ''}", raw_decode, paths, args.batch_size, lib, kind)
-            for lanes in lane_counts:
-                decoder = GpuDecoder(0, 1.0, lib, cores, lanes)
-                decoder.probe()
-                readers = default_workers(cores, decoder)  # as scoring sizes them: the workers only read
-                step(f"decode_gpu_{lib}{suffix(lanes)}", decode_only, items, spec, args.batch_size, readers, decoder)
-                decoder.close()
         if libs:
             decoder = GpuDecoder(0, None, libs[0], cores)  # hybrid, share tuned on the measured rate
             decoder.probe()
@@ -288,7 +293,27 @@ def main() -> int:
         runs += ([(f"score_gpu_{lib}{suffix(n, w)}", mode, lib, n, w) for lib in libs for n in lane_counts
                   for w in worker_counts] if mode == "gpu" else [(f"score_{mode}", mode, "auto", 1, 0)])
     for name, mode, lib, lanes, readers in runs:
-        step(name, score, job, mode, lib, lanes, readers, args.work / f"out-{name}", args.score_timeout)
+        if mode != "gpu":
+            step(name, score, job, mode, lib, lanes, readers, args.work / f"out-{name}", args.score_timeout)
+
+    def gpu_decode_only(lib: str, lanes: int, readers: int) -> dict:
+        decoder = GpuDecoder(0, 1.0, lib, cores, lanes)
+        try:
+            decoder.probe()
+            readers = readers or default_workers(cores, decoder)  # 0: as scoring sizes them (the workers only read)
+            return {**decode_only(items, spec, args.batch_size, readers, decoder), "workers": readers}
+        finally:
+            decoder.close()
+
+    repeated = [(f"decode_gpu_{lib}{suffix(n, w)}", gpu_decode_only, lib, n, w) for lib in libs for n in lane_counts
+                for w in worker_counts]
+    repeated += [(name, score, job, mode, lib, lanes, readers, args.work / f"out-{name}", args.score_timeout)
+                 for name, mode, lib, lanes, readers in runs if mode == "gpu"]
+    for r in range(args.rounds):  # decode only and end to end alternate, so drift on the machine hits both
+        for name, fn, *fargs in repeated:
+            step(f"round{r}_{name}", fn, *fargs)
+    for name, *_ in repeated:
+        median_round(results, name, [results.pop(f"round{r}_{name}") for r in range(args.rounds)])
     for name, *_ in runs:
         if name.startswith("score_gpu_") and "error" not in results[name] and "score_cpu" in results \
                 and "error" not in results["score_cpu"]:
@@ -299,6 +324,14 @@ def main() -> int:
     report(results)
     write_results(args.out, "decode_pipeline", results, show=False)
     return 0
+
+
+def median_round(results: dict, name: str, rounds: list[dict]) -> None:
+    """results[name]: the round with the median images/s (the lower of the middle two for an even count), and
+    every round's images/s; a failed round is kept only when every round failed."""
+    good = sorted((r for r in rounds if "img_s" in r), key=lambda r: r["img_s"])
+    results[name] = {**(good[(len(good) - 1) // 2] if good else rounds[-1]),
+                     "rounds_img_s": [r.get("img_s") for r in rounds]}
 
 
 def rate(results: dict, name: str, key: str = "img_s") -> float | None:
