@@ -8,7 +8,7 @@ import pytest
 from batchscore.engines import EngineOptions, create_engine
 from batchscore.pipeline import batches, decode_executor
 from batchscore.preprocess import Preprocess
-from batchscore.runner import scored, topk
+from batchscore.runner import ARGMAX_TOP_K, scored, topk
 from batchscore.sources import Item, list_items
 
 
@@ -52,15 +52,18 @@ def test_topk_is_sorted_softmax() -> None:
 
 @pytest.mark.parametrize("classes", [3, 1000])
 def test_topk_breaks_ties_in_class_order_as_a_stable_sort(classes: int) -> None:
-    """The partition gives what a stable sort of every class gives: FP16 logits (many ties), a row of equal
-    logits, a NaN row; k below, at and above the class count."""
+    """Both ways (argmax passes, and the partition above ARGMAX_TOP_K) give what a stable sort of every class
+    gives: FP16 logits (many ties), a row of equal logits, a NaN row, a row of one class and -inf; k below, at
+    and above the class count."""
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(64, classes)).astype(np.float16).astype(np.float32)
     logits[1] = 0.5
     logits[2] = np.nan
+    logits[3] = -np.inf
+    logits[3, -1] = 0.0
     z = logits - logits.max(axis=1, keepdims=True)
     prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    for k in (1, 2, 5, classes):
+    for k in (1, 2, 5, ARGMAX_TOP_K, ARGMAX_TOP_K + 1, classes):
         idx, score = topk(logits, k)
         expected = np.argsort(-prob, axis=1, kind="stable")[:, :k]
         assert np.array_equal(idx, expected) and idx[1].tolist() == list(range(min(k, classes)))
