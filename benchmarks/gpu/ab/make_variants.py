@@ -1,0 +1,161 @@
+"""Patched copies of the batchscore package for side-by-side A/B runs on a GPU (exp.py); not part of the tool.
+
+`python make_variants.py head` at commit 8f7363a made A (timers in the GPU decoder thread and the rank loop),
+B (A + high-priority decoder streams) and C (B + hand-over with the resize still queued). `tree` at 95e3143
+made N (that commit, as it is), P (N + high-priority decoder streams) and S (N + a 1 ms interpreter switch
+interval); `stubs` made T (N without the top-k: zeros instead) and X (N without the engine: zero logits instead
+of inference), to see what the loop's top-k and the engine cost end to end. The patches match those commits' text and fail loudly on any other.
+Results: benchmarks/gpu/results/h200-ab-*.json, docs/performance.md."""
+import shutil, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+OUT = Path(__file__).resolve().parent / "v"
+
+def sub(text, old, new, count=1):
+    assert text.count(old) == count, (old, text.count(old))
+    return text.replace(old, new)
+
+INSTR = '''
+import atexit as _atexit, json as _json
+_T = defaultdict(float)
+_TL = threading.Lock()
+def _add(**kw):
+    with _TL:
+        for k, v in kw.items():
+            _T[k] += v
+def _dump():
+    p = os.environ.get("EXP_TIMING")
+    if p and _T:
+        with open(p, "a") as f:
+            f.write(_json.dumps({"pid": os.getpid(), **_T}) + "\\n")
+_atexit.register(_dump)
+'''
+
+def make(name, prio=False, nosync=False):
+    dst = OUT / name / "batchscore"
+    if dst.parent.exists():
+        shutil.rmtree(dst.parent)
+    shutil.copytree(ROOT / "batchscore", dst, ignore=shutil.ignore_patterns("__pycache__"))
+    g = (dst / "gpudecode.py").read_text()
+    g = sub(g, "\nif TYPE_CHECKING:\n    import torch\n", "\nif TYPE_CHECKING:\n    import torch\n" + INSTR)
+    # nvimgcodec call vs wrap
+    g = sub(g, """            try:
+                images = decoder.decode([streams[i] for i in pending], params=self.params,
+                                        cuda_stream=stream.cuda_stream)
+            except RuntimeError:  # the whole call failed: the next step tries every image again
+                images = [None] * len(pending)
+""", """            _t0 = time.perf_counter()
+            try:
+                images = decoder.decode([streams[i] for i in pending], params=self.params,
+                                        cuda_stream=stream.cuda_stream)
+            except RuntimeError:  # the whole call failed: the next step tries every image again
+                images = [None] * len(pending)
+            _t1 = time.perf_counter()
+""")
+    g = sub(g, """            pending = [i for i in pending if out[i][0] is None]
+        return out
+""", """            pending = [i for i in pending if out[i][0] is None]
+            _add(hw_call=_t1 - _t0, wrap=time.perf_counter() - _t1)
+        return out
+""")
+    g = sub(g, """        torch = self.torch
+        errors, read_s = [""] * k, read_ahead_seconds(ahead)""", """        torch = self.torch
+        _a, _c = time.perf_counter(), time.thread_time()
+        errors, read_s = [""] * k, read_ahead_seconds(ahead)""")
+    g = sub(g, """        start = time.perf_counter()
+        counts: dict[str, int] = defaultdict(int)""", """        start = time.perf_counter()
+        _add(reads_wait=start - _a)
+        counts: dict[str, int] = defaultdict(int)""")
+    g = sub(g, """            resize_crop_normalise(out, decoded, spec)
+            waited = time.perf_counter()""", """            _r = time.perf_counter()
+            resize_crop_normalise(out, decoded, spec)
+            waited = time.perf_counter()
+            _add(decode_step=_r - start, resize=waited - _r)""")
+    if nosync:
+        g = sub(g, """            lane.stream.synchronize()  # ready for the engine's streams once handed over
+""", """            _s = time.perf_counter()
+            ready = torch.cuda.Event()
+            ready.record(lane.stream)
+            _add(after_resize=_s - waited, sync=time.perf_counter() - _s)
+""")
+        g = sub(g, """        return Batch([it.key for it in chunk], tensors, errors, read_s + cpu.read_seconds, cpu.decode_seconds,
+                     decoders=dict(counts), gpu_seconds=gpu_seconds)""", """        _add(total=time.perf_counter() - _a, cpu=time.thread_time() - _c, batches=1)
+        b = Batch([it.key for it in chunk], tensors, errors, read_s + cpu.read_seconds, cpu.decode_seconds,
+                  decoders=dict(counts), gpu_seconds=gpu_seconds)
+        b.ready, b.keep = ready, (decoded, out)
+        return b""")
+    else:
+        g = sub(g, """            lane.stream.synchronize()  # ready for the engine's streams once handed over
+""", """            _s = time.perf_counter()
+            lane.stream.synchronize()  # ready for the engine's streams once handed over
+            _add(after_resize=_s - waited, sync=time.perf_counter() - _s)
+""")
+        g = sub(g, """        return Batch([it.key for it in chunk], tensors, errors, read_s + cpu.read_seconds, cpu.decode_seconds,
+                     decoders=dict(counts), gpu_seconds=gpu_seconds)""", """        _add(total=time.perf_counter() - _a, cpu=time.thread_time() - _c, batches=1)
+        return Batch([it.key for it in chunk], tensors, errors, read_s + cpu.read_seconds, cpu.decode_seconds,
+                     decoders=dict(counts), gpu_seconds=gpu_seconds)""")
+    if prio:
+        g = sub(g, "torch.cuda.Stream(self.device),", "torch.cuda.Stream(self.device, priority=-1),")
+    (dst / "gpudecode.py").write_text(g)
+    p = (dst / "pipeline.py").read_text()
+    # consumer side: wait for an event-carrying batch before handing it on (C); time the main loop's waits
+    p = sub(p, """            batch = finish()
+""", """            _f = time.perf_counter()
+            batch = finish()
+            _r = getattr(batch, "ready", None)
+            _g = time.perf_counter()
+            if _r is not None:
+                _r.synchronize()
+                batch.keep = None
+            from . import gpudecode as _gd
+            _gd._add(main_finish=_g - _f, main_ready=time.perf_counter() - _g)
+""")
+    (dst / "pipeline.py").write_text(p)
+    r = (dst / "runner.py").read_text()
+    r = sub(r, """            idx, score = topk(next(iter(outputs.values())), job.top_k)""", """            _t = time.perf_counter()
+            idx, score = topk(next(iter(outputs.values())), job.top_k)
+            from . import gpudecode as _gd
+            _gd._add(main_topk=time.perf_counter() - _t)""")
+    (dst / "runner.py").write_text(r)
+
+if "head" in sys.argv:
+    make("A")
+    make("B", prio=True)
+    make("C", prio=True, nosync=True)
+    print("ok")
+
+def tree(name, prio=False, switch=False):
+    dst = OUT / name / "batchscore"
+    if dst.parent.exists():
+        shutil.rmtree(dst.parent)
+    shutil.copytree(ROOT / "batchscore", dst, ignore=shutil.ignore_patterns("__pycache__"))
+    if switch:
+        g = (dst / "gpudecode.py").read_text()
+        line = "        self.torch, self.library = torch, library\n"
+        (dst / "gpudecode.py").write_text(sub(g, line, line + "        import sys; sys.setswitchinterval(0.001)\n"))
+    if prio:
+        g = (dst / "gpudecode.py").read_text()
+        (dst / "gpudecode.py").write_text(sub(g, "torch.cuda.Stream(self.device),",
+                                              "torch.cuda.Stream(self.device, priority=-1),"))
+    g = (dst / "gpudecode.py").read_text()  # the exp_one harness reads gpudecode._T
+    (dst / "gpudecode.py").write_text(g + "\n_T = {}\n")
+
+if "tree" in sys.argv:
+    tree("N")
+    tree("P", prio=True)
+    tree("S", switch=True)
+
+def stub(name, old, new, module="runner.py"):
+    tree(name)
+    f = OUT / name / "batchscore" / module
+    f.write_text(sub(f.read_text(), old, new))
+
+if "stubs" in sys.argv:
+    tree("N")
+    stub("T", "            idx, score = topk(next(iter(outputs.values())), job.top_k)\n",
+         "            _o = next(iter(outputs.values()))\n"
+         "            idx, score = np.zeros((len(_o), job.top_k), np.int32), np.zeros((len(_o), job.top_k), np.float32)\n")
+    stub("X", "    for outputs in engine.infer_iter(good_tensors()):\n",
+         "    for outputs in ({\"logits\": np.zeros((len(t), 1000), np.float32)} for t in good_tensors()):\n")
+    print("stubs ok")
