@@ -69,9 +69,9 @@ def make_images(folder: Path, count: int, w: int, h: int) -> dict:
     """`count` JPEGs in 10 sub-folders, made in parallel (before any CUDA use: the pool forks); those an earlier
     call made in `folder` with the same count and size are kept (FOLDER-made.json says so)."""
     made = folder.parent / f"{folder.name}-made.json"
-    if made.is_file() and json.loads(made.read_text()).get("size") == f"{w}x{h}" \
-            and json.loads(made.read_text()).get("count") == count:
-        return {**json.loads(made.read_text()), "reused": True}
+    earlier = json.loads(made.read_text()) if made.is_file() else {}
+    if earlier.get("size") == f"{w}x{h}" and earlier.get("count") == count:
+        return {**earlier, "reused": True}
     paths = [folder / f"c{i % 10}" / f"img_{i:06d}.jpg" for i in range(count)]
     for sub in {p.parent for p in paths}:
         sub.mkdir(parents=True, exist_ok=True)
