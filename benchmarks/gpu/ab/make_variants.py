@@ -4,7 +4,8 @@
 B (A + high-priority decoder streams) and C (B + hand-over with the resize still queued). `tree` at 95e3143
 made N (that commit, as it is), P (N + high-priority decoder streams) and S (N + a 1 ms interpreter switch
 interval); `stubs` made T (N without the top-k: zeros instead) and X (N without the engine: zero logits instead
-of inference), to see what the loop's top-k and the engine cost end to end. The patches match those commits' text and fail loudly on any other.
+of inference), to see what the loop's top-k and the engine cost end to end. The patches match those commits'
+text and fail loudly on any other.
 Results: benchmarks/gpu/results/h200-ab-*.json, docs/performance.md."""
 import shutil, sys
 from pathlib import Path
@@ -155,7 +156,8 @@ if "stubs" in sys.argv:
     tree("N")
     stub("T", "            idx, score = topk(next(iter(outputs.values())), job.top_k)\n",
          "            _o = next(iter(outputs.values()))\n"
-         "            idx, score = np.zeros((len(_o), job.top_k), np.int32), np.zeros((len(_o), job.top_k), np.float32)\n")
+         "            idx, score = np.zeros((len(_o), job.top_k), np.int32), "
+         "np.zeros((len(_o), job.top_k), np.float32)\n")
     stub("X", "    for outputs in engine.infer_iter(good_tensors()):\n",
          "    for outputs in ({\"logits\": np.zeros((len(t), 1000), np.float32)} for t in good_tensors()):\n")
     print("stubs ok")
