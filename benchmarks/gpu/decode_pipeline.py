@@ -84,6 +84,16 @@ def make_images(folder: Path, count: int, w: int, h: int) -> dict:
     return result
 
 
+def write_job(work: Path, model: Path, backend: str, batch_size: int, compile: str) -> Path:
+    """WORK/job.toml: score WORK/images with `model` as it is (precision fp32: no CPU accuracy gate)."""
+    job = work / "job.toml"
+    job.write_text("\n".join([
+        f'input = "{work / "images"}"', f'model = "{model}"', f'output = "{work / "out"}"',
+        f'backend = "{backend}"', 'precision = "fp32"', f"batch_size = {batch_size}", "top_k = 5",
+        f'cache_dir = "{work / "cache"}"', f'compile = "{compile}"', ""]))
+    return job
+
+
 def engine_only(model: Path, precision: str, batch_size: int, n: int, compile: str, cache: Path) -> dict:
     """The torch backend's images/s over `n` batches, fed host arrays and fed tensors on the GPU."""
     import torch
@@ -283,11 +293,7 @@ def main() -> int:
             decoder.close()
             step("tensor_difference", tensor_difference, items, spec, args.batch_size, workers, libs[0])
 
-    job = args.work / "job.toml"
-    job.write_text("\n".join([
-        f'input = "{args.work / "images"}"', f'model = "{model}"', f'output = "{args.work / "out"}"',
-        f'backend = "{args.backend}"', 'precision = "fp32"', f"batch_size = {args.batch_size}", "top_k = 5",
-        f'cache_dir = "{args.work / "cache"}"', f'compile = "{args.compile}"', ""]))
+    job = write_job(args.work, model, args.backend, args.batch_size, args.compile)
     runs = []
     for mode in args.modes.split(","):
         runs += ([(f"score_gpu_{lib}{suffix(n, w)}", mode, lib, n, w) for lib in libs for n in lane_counts

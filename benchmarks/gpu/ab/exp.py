@@ -22,18 +22,14 @@ def save():
     (OUT / "exp.json").write_text(json.dumps(results, indent=1))
 
 import decode_pipeline as dp
-if not (WORK / "images").exists():
-    results["generate"] = dp.make_images(WORK / "images", n_images, 500, 375); print(results["generate"], flush=True)
+results["generate"] = dp.make_images(WORK / "images", n_images, 500, 375); print(results["generate"], flush=True)
 from common import resnet50_onnx
 from batchscore.precision import quantize
 src = resnet50_onnx(WORK / "resnet50.onnx")
 model = WORK / "resnet50-fp16.onnx"
 if not model.exists():
     t = time.perf_counter(); quantize(src, model, "fp16"); print("fp16", time.perf_counter() - t, flush=True)
-(WORK / "job.toml").write_text("\n".join([
-    f'input = "{WORK / "images"}"', f'model = "{model}"', f'output = "{WORK / "out"}"', 'backend = "torch"',
-    'precision = "fp32"', "batch_size = 256", "top_k = 5", f'cache_dir = "{WORK / "cache"}"',
-    'compile = "cudagraph"', ""]))
+dp.write_job(WORK, model, "torch", 256, "cudagraph")
 
 def gil_probe():
     import torch
