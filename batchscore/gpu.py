@@ -3,7 +3,8 @@
 A rank's GPU is its node-local rank modulo the GPUs this process can see. What it can see is
 CUDA_VISIBLE_DEVICES when set (Slurm's per-task binding sets it to one GPU per task, which is
 then device 0 of every task), else every GPU that `nvidia-smi -L` lists. Before any CUDA library
-starts, CUDA_DEVICE_ORDER defaults to PCI_BUS_ID so CUDA's numbering matches nvidia-smi's.
+starts, CUDA_DEVICE_ORDER defaults to PCI_BUS_ID so CUDA's numbering matches nvidia-smi's, and
+CUDA_DEVICE_MAX_CONNECTIONS to CUDA_CONNECTIONS (the GPU decoder's streams beside the engine's).
 
 Two ranks of one node that land on the same physical GPU (more ranks than GPUs) is an error
 unless the job sets `share_gpus = true`: sharing halves each rank's throughput and memory.
@@ -26,6 +27,14 @@ from .config import ConfigError
 
 if TYPE_CHECKING:  # imported in bind_gpu: importing this module (the torch package build does, in a
     from mpi4py import MPI  # child of an MPI rank) must not start MPI
+
+
+#: hardware work queues of a rank's CUDA context (CUDA's default is 8; a value the environment sets is kept).
+#: Streams are spread over the queues, and two streams on one queue wait for each other's work: the GPU decoder's
+#: per-image copies and kernels then queue behind the engine's batch, and the decode libraries wait on each image.
+#: Beside a looping ResNet-50 on an H200, the GPU decoder as scoring runs it fell from about 10k to 1.3k images/s
+#: with 8 queues and kept about 11k with 32; end to end rose from 7.4k-7.6k to 8.2k-8.3k (benchmarks/gpu/contention.py)
+CUDA_CONNECTIONS = "32"
 
 
 class GpuError(ConfigError):
@@ -132,6 +141,7 @@ def bind_gpu(comm: MPI.Comm, share: bool = False, env: Mapping[str, str] = os.en
     from mpi4py import MPI
 
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", CUDA_CONNECTIONS)
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
     try:
         devices = visible_devices(env, installed)

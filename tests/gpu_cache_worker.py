@@ -4,6 +4,7 @@ real thing (bind a GPU, or get an entry from the engine cache) and prints one JS
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ def bind(args: dict) -> dict:
     except ConfigError as exc:
         return {"error": str(exc), "type": type(exc).__name__}
     return {"binding": None if b is None else {"index": b.index, "visible": b.visible, "physical": b.physical,
-                                                "shared": b.shared}}
+                                                "shared": b.shared},
+            "connections": os.environ.get("CUDA_DEVICE_MAX_CONNECTIONS")}
 
 
 def cache(args: dict) -> dict:

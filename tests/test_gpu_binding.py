@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from batchscore.gpu import driver_version, visible_devices, visible_gpu_count
+from batchscore.gpu import CUDA_CONNECTIONS, driver_version, visible_devices, visible_gpu_count
 from conftest import MPIEXEC, PYTHON, ROOT, mpi_env
 
 WORKER = str(Path(__file__).with_name("gpu_cache_worker.py"))
@@ -42,8 +42,14 @@ def test_visible_devices_follow_cuda_visible_devices() -> None:
 
 def test_no_gpu_on_this_machine_means_no_binding() -> None:
     assert visible_gpu_count() == 0
-    assert ranks([(2, {})], {"share": False, "installed": None}) == [{"rank": 0, "binding": None},
-                                                                      {"rank": 1, "binding": None}]
+    rows = ranks([(2, {})], {"share": False, "installed": None})
+    assert [(r["rank"], r["binding"]) for r in rows] == [(0, None), (1, None)]
+
+
+def test_ranks_get_more_cuda_work_queues_unless_the_environment_sets_them() -> None:
+    """The GPU decoder's streams must not share a hardware queue with the engine's (gpu.CUDA_CONNECTIONS)."""
+    rows = ranks([(1, {}), (1, {"CUDA_DEVICE_MAX_CONNECTIONS": "4"})], {"share": False, "installed": ["0", "1"]})
+    assert [r["connections"] for r in rows] == [CUDA_CONNECTIONS, "4"]
 
 
 def test_local_ranks_take_distinct_gpus() -> None:
