@@ -15,6 +15,7 @@ from pathlib import Path
 from . import __version__
 from .config import (BACKENDS, CALIB_METHODS, COMPILE_MODES, DECODE_MODES, GPU_DECODERS, PRECISIONS, ConfigError,
                      Job, load_job)
+from .gpu import cuda_defaults
 
 DEMO_JOB = Path("jobs/demo.toml")
 
@@ -284,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; MPI starts only after the arguments parsed, so `--help` needs no MPI."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv or ["score"])
+    cuda_defaults()  # before any library may start CUDA in this process
     from mpi4py import MPI
 
     from .comm import abort_on_exception

@@ -3,8 +3,9 @@
 A rank's GPU is its node-local rank modulo the GPUs this process can see. What it can see is
 CUDA_VISIBLE_DEVICES when set (Slurm's per-task binding sets it to one GPU per task, which is
 then device 0 of every task), else every GPU that `nvidia-smi -L` lists. Before any CUDA library
-starts, CUDA_DEVICE_ORDER defaults to PCI_BUS_ID so CUDA's numbering matches nvidia-smi's, and
-CUDA_DEVICE_MAX_CONNECTIONS to CUDA_CONNECTIONS (the GPU decoder's streams beside the engine's).
+starts (`cuda_defaults`, called by the CLI before anything else and by `bind_gpu`), CUDA_DEVICE_ORDER
+defaults to PCI_BUS_ID so CUDA's numbering matches nvidia-smi's, and CUDA_DEVICE_MAX_CONNECTIONS to
+CUDA_CONNECTIONS (the GPU decoder's streams beside the engine's).
 
 Two ranks of one node that land on the same physical GPU (more ranks than GPUs) is an error
 unless the job sets `share_gpus = true`: sharing halves each rank's throughput and memory.
@@ -132,6 +133,14 @@ def _describe(entry: str) -> GpuInfo | None:
     return None
 
 
+def cuda_defaults() -> None:
+    """CUDA_DEVICE_ORDER and CUDA_DEVICE_MAX_CONNECTIONS, where the environment leaves them unset. Why so early:
+    CUDA reads them when it starts in the process, and with backend = "auto" rank 0 asks PyTorch whether it sees
+    a GPU while planning, before any rank binds one."""
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", CUDA_CONNECTIONS)
+
+
 def bind_gpu(comm: MPI.Comm, share: bool = False, env: Mapping[str, str] = os.environ,
              installed: Sequence[str] | None = None) -> GpuBinding | None:
     """Bind this rank to a GPU (collective over `comm`); None when no GPU is visible.
@@ -140,8 +149,7 @@ def bind_gpu(comm: MPI.Comm, share: bool = False, env: Mapping[str, str] = os.en
     """
     from mpi4py import MPI
 
-    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", CUDA_CONNECTIONS)
+    cuda_defaults()
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
     try:
         devices = visible_devices(env, installed)

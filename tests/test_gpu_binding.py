@@ -8,12 +8,13 @@ nvidia-smi would list); everything else (CUDA_VISIBLE_DEVICES, ranks, the collec
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from batchscore.gpu import CUDA_CONNECTIONS, driver_version, visible_devices, visible_gpu_count
+from batchscore.gpu import CUDA_CONNECTIONS, cuda_defaults, driver_version, visible_devices, visible_gpu_count
 from conftest import MPIEXEC, PYTHON, ROOT, mpi_env
 
 WORKER = str(Path(__file__).with_name("gpu_cache_worker.py"))
@@ -44,6 +45,14 @@ def test_no_gpu_on_this_machine_means_no_binding() -> None:
     assert visible_gpu_count() == 0
     rows = ranks([(2, {})], {"share": False, "installed": None})
     assert [(r["rank"], r["binding"]) for r in rows] == [(0, None), (1, None)]
+
+
+def test_cuda_defaults_keep_what_the_environment_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_DEVICE_MAX_CONNECTIONS", raising=False)
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    cuda_defaults()
+    assert os.environ["CUDA_DEVICE_MAX_CONNECTIONS"] == CUDA_CONNECTIONS
+    assert os.environ["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST"
 
 
 def test_ranks_get_more_cuda_work_queues_unless_the_environment_sets_them() -> None:
