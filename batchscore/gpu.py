@@ -33,8 +33,9 @@ if TYPE_CHECKING:  # imported in bind_gpu: importing this module (the torch pack
 #: hardware work queues of a rank's CUDA context (CUDA's default is 8; a value the environment sets is kept).
 #: Streams are spread over the queues, and two streams on one queue wait for each other's work: the GPU decoder's
 #: per-image copies and kernels then queue behind the engine's batch, and the decode libraries wait on each image.
-#: Beside a looping ResNet-50 on an H200, the GPU decoder as scoring runs it fell from about 10k to 1.3k images/s
-#: with 8 queues and kept about 11k with 32; end to end rose from 7.4k-7.6k to 8.2k-8.3k (benchmarks/gpu/contention.py)
+#: Beside a looping ResNet-50 on an H200, the GPU decoder as scoring runs it fell from about 12.5k to 1.4k images/s
+#: with 8 queues and kept about 11k with 32 (benchmarks/gpu/contention.py); end to end, 32 was faster than 8 in six
+#: of six alternating pairs, by 3-21% (docs/performance.md)
 CUDA_CONNECTIONS = "32"
 
 

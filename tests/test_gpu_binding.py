@@ -48,7 +48,8 @@ def test_no_gpu_on_this_machine_means_no_binding() -> None:
 
 
 def test_cuda_defaults_keep_what_the_environment_sets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CUDA_DEVICE_MAX_CONNECTIONS", raising=False)
+    monkeypatch.setenv("CUDA_DEVICE_MAX_CONNECTIONS", "")  # so that monkeypatch removes what cuda_defaults sets
+    monkeypatch.delenv("CUDA_DEVICE_MAX_CONNECTIONS")
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
     cuda_defaults()
     assert os.environ["CUDA_DEVICE_MAX_CONNECTIONS"] == CUDA_CONNECTIONS
