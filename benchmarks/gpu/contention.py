@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from common import machine, write_results
-from decode_pipeline import make_images
+from decode_pipeline import decode_only, make_images
 
 from batchscore.gpu import CUDA_CONNECTIONS
 
@@ -91,22 +91,13 @@ def raw_hw(chunks: list, decoder, stream, rounds: int) -> dict:  # noqa: ANN001
 
 
 def pipeline(items: list, spec, batch_size: int, readers: int, gpu) -> dict:  # noqa: ANN001
-    """The GPU decoder as scoring runs it (pipeline.batches, `readers` read workers), tensors ready; with its
-    lane thread's CPU seconds per image."""
-    import torch
-
-    from batchscore.pipeline import batches, decode_executor, default_prefetch
-
+    """The GPU decoder as scoring runs it (decode_pipeline.decode_only, `readers` read workers), with its lane
+    thread's CPU seconds per image."""
     lane = gpu.lanes[0].thread
     cpu0 = lane.submit(time.thread_time).result()
-    with decode_executor(readers) as pool:
-        start = time.perf_counter()
-        n = sum(len(b.keys) for b in batches(items, spec, batch_size, pool, default_prefetch(readers, batch_size, 1),
-                                             gpu=gpu))
-        torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+    result = decode_only(items, spec, batch_size, readers, gpu)
     cpu = lane.submit(time.thread_time).result() - cpu0
-    return {"img_s": round(n / seconds, 1), "images": n, "decoder_thread_cpu_us_per_image": round(1e6 * cpu / n, 1)}
+    return {**result, "images": len(items), "decoder_thread_cpu_us_per_image": round(1e6 * cpu / len(items), 1)}
 
 
 def beside_engine(engine, fn, *args) -> dict:  # noqa: ANN001
