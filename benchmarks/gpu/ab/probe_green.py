@@ -60,8 +60,10 @@ paths = sorted((W / "images").rglob("*.jpg"))[:4096]
 datas = [p.read_bytes() for p in paths]
 cs = [nvimgcodec.CodeStream(d) for d in datas]
 chunks = [cs[i:i + 256] for i in range(0, len(cs), 256)]
-params = nvimgcodec.DecodeParams(apply_exif_orientation=True, color_spec=nvimgcodec.ColorSpec.SRGB, allow_any_depth=False)
-hw = nvimgcodec.Decoder(device_id=0, max_num_cpu_threads=15, backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.HW_GPU_ONLY)])
+params = nvimgcodec.DecodeParams(apply_exif_orientation=True, color_spec=nvimgcodec.ColorSpec.SRGB,
+                                 allow_any_depth=False)
+hw = nvimgcodec.Decoder(device_id=0, max_num_cpu_threads=15,
+                        backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.HW_GPU_ONLY)])
 normal = torch.cuda.Stream()
 def nvi(s):
     def f():

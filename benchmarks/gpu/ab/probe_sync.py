@@ -30,7 +30,8 @@ datas = [p.read_bytes() for p in paths]
 streams_ = [nvimgcodec.CodeStream(d) for d in datas]
 chunks = [streams_[i:i + 256] for i in range(0, len(streams_), 256)]
 s = torch.cuda.Stream()
-params = nvimgcodec.DecodeParams(apply_exif_orientation=True, color_spec=nvimgcodec.ColorSpec.SRGB, allow_any_depth=False)
+params = nvimgcodec.DecodeParams(apply_exif_orientation=True, color_spec=nvimgcodec.ColorSpec.SRGB,
+                                 allow_any_depth=False)
 HW = nvimgcodec.Backend(nvimgcodec.BackendKind.HW_GPU_ONLY)
 def dec(options=""):
     return nvimgcodec.Decoder(device_id=0, max_num_cpu_threads=15, backends=[HW], options=options)
