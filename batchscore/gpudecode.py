@@ -288,9 +288,17 @@ class NvImageCodec:
                 images = [None] * len(pending)
             for i, image in zip(pending, images):
                 if image is not None and image.shape[2] == 3:
-                    out[i] = (self.torch.as_tensor(image, device=self.device).permute(2, 0, 1), key)
+                    out[i] = (self.wrap(image, stream).permute(2, 0, 1), key)
             pending = [i for i in pending if out[i][0] is None]
         return out
+
+    def wrap(self, image: object, stream: torch.cuda.Stream) -> torch.Tensor:
+        """A decoded image (HWC, on the GPU) as a tensor, no copy: its DLPack capsule, made ready on `stream`.
+
+        Why not torch.as_tensor (the CUDA array interface): 10.0 against 4.65 µs per image on an H200, side by side
+        (h200-ab-dlpack-warmup-copies4.json); nor torch.from_dlpack(image), which first tries keywords nvImageCodec
+        does not take, catching a TypeError each time (6.9 against 3.0 ms per 256 images on the H100)."""
+        return self.torch.from_dlpack(image.__dlpack__(stream=stream.cuda_stream))
 
     def probe(self, data: bytes) -> None:
         """Keep the steps that decode `data` right here; RuntimeError when none does."""

@@ -1,10 +1,11 @@
 """A/B driver on one GPU: 8192 JPEGs and the FP16 ResNet-50 as decode_pipeline.py makes them, an interpreter-lock
 probe, then each variant (make_variants.py) in alternating rounds: decode only, then `batchscore score --decode gpu`.
 
-    python benchmarks/gpu/ab/exp.py VARIANT:LANES[:READERS],... ROUNDS [IMAGES]   # writes $OUT/exp.json
+    python benchmarks/gpu/ab/exp.py VARIANT:LANES[:READERS],... ROUNDS [IMAGES [COPIES]]   # writes $OUT/exp.json
 
 The lock probe counts a pure-Python loop in a second thread while the main thread calls nvImageCodec's decode
-of 256 JPEGs (and CodeStream parsing, and wrapping images as tensors): calls a second with and without it."""
+of 256 JPEGs (and CodeStream parsing, and wrapping images as tensors: through the CUDA array interface, and
+through DLPack): calls a second with and without it. COPIES hard-links each image that many times."""
 import json, os, subprocess, sys, threading, time
 from pathlib import Path
 
@@ -16,13 +17,15 @@ WORK = Path("/tmp/exp")
 configs = [c.split(":") for c in sys.argv[1].split(",")]  # variant:lanes
 rounds = int(sys.argv[2])
 n_images = int(sys.argv[3]) if len(sys.argv) > 3 else 8192
+copies = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 results = {"configs": sys.argv[1], "runs": []}
 
 def save():
     (OUT / "exp.json").write_text(json.dumps(results, indent=1))
 
 import decode_pipeline as dp
-results["generate"] = dp.make_images(WORK / "images", n_images, 500, 375); print(results["generate"], flush=True)
+results["generate"] = dp.make_images(WORK / "images", n_images, 500, 375, copies)
+print(results["generate"], flush=True)
 from common import resnet50_onnx
 from batchscore.precision import quantize
 src = resnet50_onnx(WORK / "resnet50.onnx")
@@ -57,6 +60,14 @@ def gil_probe():
          "cs_parse_256": measure(lambda: [nvimgcodec.CodeStream(p) for p in [x.read_bytes() for x in paths[:64]]])}
     imgs = dec.decode(cs, cuda_stream=s.cuda_stream)
     r["wrap_256"] = measure(lambda: [torch.as_tensor(i, device="cuda:0").permute(2, 0, 1) for i in imgs])
+    r["wrap_dlpack_256"] = measure(lambda: [torch.from_dlpack(i.__dlpack__(stream=s.cuda_stream)).permute(2, 0, 1)
+                                            for i in imgs])
+    for name, wrap in (("as_tensor", lambda i: torch.as_tensor(i, device="cuda:0")),
+                       ("dlpack", lambda i: torch.from_dlpack(i.__dlpack__(stream=s.cuda_stream)))):
+        t = time.perf_counter()
+        for _ in range(20):
+            [wrap(i) for i in imgs]
+        r[f"wrap_{name}_alone_us_per_image"] = round(1e6 * (time.perf_counter() - t) / (20 * len(imgs)), 2)
     t = time.perf_counter(); n = 0
     while time.perf_counter() - t < 0.5:
         dec.decode(cs, cuda_stream=s.cuda_stream); n += 1

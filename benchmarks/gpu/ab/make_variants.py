@@ -161,3 +161,23 @@ if "stubs" in sys.argv:
     stub("X", "    for outputs in engine.infer_iter(good_tensors()):\n",
          "    for outputs in ({\"logits\": np.zeros((len(t), 1000), np.float32)} for t in good_tensors()):\n")
     print("stubs ok")
+
+if "dlpack" in sys.argv:  # at 052c827: N as it is; D wraps decoded images through DLPack; W warms a full batch
+    tree("N")
+    tree("D")
+    f = OUT / "D" / "batchscore" / "gpudecode.py"
+    f.write_text(sub(f.read_text(), "self.torch.as_tensor(image, device=self.device).permute(2, 0, 1)",
+                     "self.torch.from_dlpack(image.__dlpack__(stream=stream.cuda_stream)).permute(2, 0, 1)"))
+    tree("W")
+    f = OUT / "W" / "batchscore" / "gpudecode.py"
+    f.write_text(sub(f.read_text(), """                raise RuntimeError(f"{lane.lib.label} decoded a 64×64 (200, 40, 60) JPEG to channel means {means}")
+""", """                raise RuntimeError(f"{lane.lib.label} decoded a 64×64 (200, 40, 60) JPEG to channel means {means}")
+            with self.torch.cuda.device(self.device), self.torch.cuda.stream(lane.stream):
+                from .preprocess import Preprocess
+                spec = Preprocess()
+                images = lane.lib.decode([lane.lib.prepare(tiny_jpeg(500))] * 256, lane.stream)
+                out = self.torch.empty((256, *spec.shape), device=self.device)
+                resize_crop_normalise(out, {i: image for i, (image, _) in enumerate(images)}, spec)
+                lane.stream.synchronize()
+"""))
+    print("dlpack ok")
