@@ -20,7 +20,7 @@ from . import __version__
 from .accuracy import gate
 from .comm import Progress, cores_for_rank, log, placement
 from .config import ConfigError, Job
-from .engines import GPU_BACKENDS, Engine, EngineOptions, choose_backend, create_engine
+from .engines import GPU_BACKENDS, TOPK_INDEX, TOPK_SCORE, Engine, EngineOptions, choose_backend, create_engine
 from .gpu import bind_gpu
 from .gpudecode import choose_decode, default_workers, gpu_decoder
 from .h5lock import check_locking, is_lock_error, lock_advice
@@ -180,6 +180,14 @@ def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx.astype(np.int32), np.take_along_axis(prob, idx, axis=1)
 
 
+def batch_topk(outputs: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's top-k: the one its engine computed on the GPU (TOPK_INDEX/TOPK_SCORE, taken out of `outputs`),
+    else `topk` of its first output here."""
+    if TOPK_INDEX in outputs:
+        return outputs.pop(TOPK_INDEX), outputs.pop(TOPK_SCORE)
+    return topk(next(iter(outputs.values())), k)
+
+
 def _expand(batch: Batch, values: np.ndarray, fill: float) -> np.ndarray:
     """Per-key rows from rows of the good images only; error rows get `fill`."""
     full = np.full((len(batch.keys), *values.shape[1:]), fill, dtype=values.dtype)
@@ -216,7 +224,7 @@ def open_engine(job: Job, backend: str, model: Path, threads: int, comm: MPI.Com
     """
     gpu = bind_gpu(comm, job.share_gpus) if backend in GPU_BACKENDS else None
     options = EngineOptions(job.batch_size, threads, device=gpu.index if gpu else None, precision=job.precision,
-                            compile=job.compile, cache_dir=job.cache_dir)
+                            compile=job.compile, cache_dir=job.cache_dir, top_k=job.top_k)
     return create_engine(backend, model, options).activate()
 
 
@@ -240,7 +248,7 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
         decoded = stop.until_stopped(batches(items, job.preprocess, job.batch_size, pool, ahead, job.decode_draft,
                                              gpu))
         for n, (batch, outputs) in enumerate(scored(engine, decoded, plan.empty_outputs)):
-            idx, score = topk(next(iter(outputs.values())), job.top_k)
+            idx, score = batch_topk(outputs, job.top_k)
             writer.add(batch.keys, _expand(batch, idx, -1), _expand(batch, score, np.nan), batch.errors,
                        {name: _expand(batch, outputs[name], np.nan) for name in plan.save_outputs})
             if (n + 1) % job.commit_every == 0:

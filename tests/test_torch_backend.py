@@ -142,3 +142,26 @@ def test_package_that_does_not_load_is_deleted_and_the_build_fails(tmp_path: Pat
     with pytest.raises(EngineError, match=r"loading it in a fresh process failed \(exit 1\): .*libbatchscoremissing"):
         build_package(program, package, batch=2, precision="fp32", device=None, link_flags=flags)
     assert not package.exists()
+
+
+@pytest.mark.parametrize("classes", [3, 1000])
+def test_softmax_topk_gives_the_host_topk(classes: int) -> None:
+    """The GPU adapter's top-k (softmax_topk, here on CPU tensors) gives runner.topk's indices, ties in class order
+    and NaN rows included, and its probabilities; k below, at and above the class count."""
+    import torch
+
+    from batchscore.engines.torch_backend import softmax_topk
+    from batchscore.runner import topk
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(64, classes)).astype(np.float16).astype(np.float32)  # FP16 logits: many ties
+    logits[1] = 0.5
+    logits[2] = np.nan
+    logits[3] = -np.inf
+    logits[3, -1] = 0.0
+    for k in (1, 5, classes, classes + 2):
+        idx, score = softmax_topk(torch.from_numpy(logits), k)
+        want_idx, want_score = topk(logits, k)
+        assert idx.dtype == torch.int32 and idx.shape == want_idx.shape
+        assert np.array_equal(idx.numpy(), want_idx)
+        np.testing.assert_allclose(score.numpy(), want_score, rtol=1e-6, atol=0)

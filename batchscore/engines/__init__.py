@@ -34,6 +34,9 @@ GPU_BACKENDS = frozenset({"torch", "tensorrt"})
 #: the kinds of engine-cache entry this version builds and loads (the key's "kind"); others are leftovers
 TENSORRT_KIND, TORCH_KIND = "tensorrt-plan", "torch-aoti"
 ENGINE_KINDS = frozenset({TENSORRT_KIND, TORCH_KIND})
+#: output names under which an engine built with EngineOptions.top_k returns the first output's top-k (softmax
+#: probabilities, best first, ties in class order) when it computed them on its device (runner.batch_topk)
+TOPK_INDEX, TOPK_SCORE = "__topk_index__", "__topk_score__"
 #: the packages each backend imports (what `auto` looks for, and what doctor says is missing)
 BACKEND_PACKAGES = {"tensorrt": ("tensorrt", "pycuda"), "torch": ("torch", "onnx2torch"),
                     "onnxruntime": ("onnxruntime",)}
@@ -126,6 +129,8 @@ class EngineOptions:
 
     GPU adapters also use the precision to run at, the compile mode ("eager", "cudagraph",
     "compiled") and the folder where built plans/compiled artifacts are cached (None: default).
+    top_k > 0 lets an adapter compute the first output's top-k on its GPU (TOPK_INDEX, TOPK_SCORE), so the
+    rank's loop does not (the torch adapter on a GPU does; others leave it to the loop).
     """
 
     batch_size: int = 32
@@ -134,6 +139,7 @@ class EngineOptions:
     precision: str = "fp32"
     compile: str = "eager"
     cache_dir: Path | None = None
+    top_k: int = 0
 
 
 class Engine:

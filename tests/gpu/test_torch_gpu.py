@@ -14,7 +14,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx2torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
 
-from batchscore.engines import EngineOptions, create_engine  # noqa: E402
+from batchscore.engines import TOPK_INDEX, TOPK_SCORE, EngineOptions, create_engine  # noqa: E402
+from batchscore.runner import batch_topk, topk  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[2] / "data" / "model.onnx"
 
@@ -44,6 +45,22 @@ def test_agrees_with_onnxruntime(batches, precision: str, mode: str, tol: float)
         for g, e in zip(got, expected):
             np.testing.assert_allclose(g, e, atol=tol * max(1.0, np.abs(e).max()), rtol=0)
             assert (g.argmax(1) == e.argmax(1)).mean() >= 0.9
+
+
+@pytest.mark.parametrize("mode", ["eager", "cudagraph"])
+def test_top_k_on_the_gpu_is_the_host_top_k_of_the_logits(batches, mode: str) -> None:  # noqa: ANN001
+    """With EngineOptions.top_k the engine returns the softmax top-k it computed on the GPU beside the logits, rows
+    of the short batch only; it equals runner.topk of those logits, which batch_topk then no longer computes."""
+    with create_engine("torch", MODEL, EngineOptions(16, device=0, precision="fp16", compile=mode, top_k=5)) as engine:
+        outputs = list(engine.infer_iter(batches))
+    for out, batch in zip(outputs, batches):
+        assert out[TOPK_INDEX].shape == out[TOPK_SCORE].shape == (len(batch), 5)
+        want_idx, want_score = topk(out["logits"], 5)
+        assert (out[TOPK_INDEX] == want_idx).mean() >= 0.99  # a near tie may round the other way on the GPU
+        np.testing.assert_allclose(out[TOPK_SCORE], want_score, rtol=1e-5, atol=1e-7)
+        on_gpu = out[TOPK_INDEX], out[TOPK_SCORE]
+        taken = batch_topk(out, 5)
+        assert taken[0] is on_gpu[0] and taken[1] is on_gpu[1] and list(out) == ["logits"]
 
 
 def test_compiled_artifact_is_cached_and_reloaded(batches, tmp_path: Path) -> None:  # noqa: ANN001

@@ -181,3 +181,13 @@ if "dlpack" in sys.argv:  # at 052c827: N as it is; D wraps decoded images throu
                 lane.stream.synchronize()
 """))
     print("dlpack ok")
+
+if "topk" in sys.argv:  # N: 3e7a953 (top-k in the rank's loop, on the host); G: the working tree (top-k on the GPU)
+    import subprocess
+    tree("G")
+    tree("N")
+    for path in ("runner.py", "engines/__init__.py", "engines/torch_backend.py"):
+        old = subprocess.run(["git", "show", f"3e7a953:batchscore/{path}"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout
+        (OUT / "N" / "batchscore" / path).write_text(old)
+    print("topk ok")
