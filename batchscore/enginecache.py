@@ -152,7 +152,7 @@ def prebuild(job: Job, comm: MPI.Comm) -> list[dict]:
     from .config import ConfigError
     from .engines import choose_backend
     from .precision import prepare_model
-    from .runner import open_engine
+    from .runner import bind, open_engine
 
     decided, error = None, ""
     if comm.rank == 0:
@@ -164,7 +164,8 @@ def prebuild(job: Job, comm: MPI.Comm) -> list[dict]:
     if error:
         raise ConfigError(error)
     backend, reason, model = decided
-    engine = open_engine(job, backend, model, cores_for_rank(placement(comm).local_size), comm)
+    engine = open_engine(job, backend, model, cores_for_rank(placement(comm).local_size), bind(job, backend, comm),
+                         comm.rank)
     row = {"rank": comm.rank, "host": socket.gethostname(), "backend": backend, "reason": reason,
            "device": engine.device_name, "cache": getattr(engine, "cache_status", "none"),
            "seconds": round(getattr(engine, "setup_seconds", 0.0), 2), "model": str(model)}

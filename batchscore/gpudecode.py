@@ -385,6 +385,29 @@ class GpuDecoder:
             if len(means) != 1 or max(abs(a - b) for a, b in zip(means[0], (200, 40, 60))) > 12:
                 raise RuntimeError(f"{lane.lib.label} decoded a 64×64 (200, 40, 60) JPEG to channel means {means}")
 
+    def warm_up(self, chunk: Sequence[Item], spec: Preprocess) -> None:
+        """Decode and resize `chunk` (the rank's first batch) on each lane, results dropped.
+
+        Why: a decoder's first batch of real images paid 171 ms in the library's decode and 105 ms in the resize's
+        first kernel launches on an H200, against 15 and 3.4 ms after (docs/performance.md); the runner opens the
+        decoder beside the engine's activation, so this is paid there instead of in the first batch. Unreadable
+        or rejected images are skipped: scoring gives them their errors."""
+        encoded = []
+        for item in chunk:
+            data = read_item(item)[0]
+            if data is not None and not gpu_route(data, spec.max_pixels):
+                try:
+                    encoded.append(self.lib.prepare(data))
+                except (RuntimeError, ValueError):
+                    pass
+        for lane in self.lanes:
+            with self.torch.cuda.device(self.device), self.torch.cuda.stream(lane.stream), self.torch.inference_mode():
+                images = lane.lib.decode(encoded, lane.stream)
+                out = self.torch.empty((len(encoded), *spec.shape), dtype=self.torch.float32, device=self.device)
+                resize_crop_normalise(out, {i: image for i, (image, _) in enumerate(images) if image is not None},
+                                      spec)
+                lane.stream.synchronize()
+
     def start_batch(self, chunk: Sequence[Item], spec: Preprocess, executor: Executor,
                     draft: bool = False) -> Started:
         """Start a batch (pipeline.batches calls this): workers read the GPU share's bytes (READ_CHUNK images
@@ -552,10 +575,11 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @contextmanager
-def gpu_decoder(mode: str, job: Job, device: int | None, rank: int, threads: int = 1) -> Iterator[GpuDecoder | None]:
+def gpu_decoder(mode: str, job: Job, device: int | None, rank: int, threads: int = 1,
+                warm: Sequence[Item] = ()) -> Iterator[GpuDecoder | None]:
     """This rank's GPU decoder for the plan's `mode` (None for "cpu"): the first library of `job.gpu_decoder`'s
-    list whose probe decodes on this GPU, each result logged. When none works: "auto" decodes on the CPU
-    (logged); "gpu"/"hybrid" fail with the fix."""
+    list whose probe decodes on this GPU, each result logged, then warmed up on `warm` (`GpuDecoder.warm_up`).
+    When none works: "auto" decodes on the CPU (logged); "gpu"/"hybrid" fail with the fix."""
     if mode == "cpu" or device is None:
         yield None
         return
@@ -581,12 +605,16 @@ def gpu_decoder(mode: str, job: Job, device: int | None, rank: int, threads: int
         log(rank, f"decoders: {why}; Pillow ok -> decoding on the CPU")
         yield None
         return
+    warmed = time.perf_counter()
+    if warm:
+        decoder.warm_up(warm, job.preprocess)
+    warmed = time.perf_counter() - warmed
     part = "a share tuned on the decode rate" if share is None else f"{share:.0%}"
     steps = " -> ".join(decoder.lib.steps) + "".join(f"; {k} step off: {v}" for k, v in decoder.lib.failed.items())
     log(rank, f"decoders: {''.join(f + '; ' for f in failed)}{decoder.lib.label} on cuda:{device} ok "
-              f"({steps}; {len(decoder.lanes)} decoder thread(s)), Pillow ok -> decode = {mode}, {part} of each "
-              "batch on the GPU, "
-              "the rest and rejected files on the CPU workers")
+              f"({steps}; {len(decoder.lanes)} decoder thread(s); warmed up on {len(warm)} images in {warmed:.2f} s), "
+              f"Pillow ok -> decode = {mode}, {part} of each batch on the GPU, the rest and rejected files on the CPU "
+              "workers")
     try:
         yield decoder
     finally:

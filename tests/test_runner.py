@@ -1,5 +1,6 @@
 """The per-rank loop's pairing of batches and outputs, with the real ONNX Runtime engine and real files."""
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from batchscore.engines import EngineOptions, create_engine
 from batchscore.pipeline import batches, decode_executor
 from batchscore.preprocess import Preprocess
-from batchscore.runner import ARGMAX_TOP_K, scored, topk
+from batchscore.runner import ARGMAX_TOP_K, _beside, scored, topk
 from batchscore.sources import Item, list_items
 
 
@@ -68,3 +69,46 @@ def test_topk_breaks_ties_in_class_order_as_a_stable_sort(classes: int) -> None:
         expected = np.argsort(-prob, axis=1, kind="stable")[:, :k]
         assert np.array_equal(idx, expected) and idx[1].tolist() == list(range(min(k, classes)))
         np.testing.assert_array_equal(score, np.take_along_axis(prob, expected, 1))
+
+
+class Opening:
+    """A context manager that records which thread entered it and how it was left."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.entered_on, self.left_with = fail, None, []
+        self.release = threading.Event()
+
+    def __enter__(self) -> str:
+        self.entered_on = threading.current_thread()
+        self.release.wait(5)
+        if self.fail:
+            raise RuntimeError("no decoder")
+        return "decoder"
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
+        self.left_with.append(kind)
+
+
+def test_beside_enters_on_another_thread_while_the_caller_goes_on_and_leaves_once() -> None:
+    opening = Opening()
+    with _beside(opening) as opened:
+        assert opening.left_with == []  # still entering: the caller was not held up
+        opening.release.set()
+        assert opened() == "decoder" and opening.entered_on is not threading.current_thread()
+    assert opening.left_with == [None]
+
+
+def test_beside_waits_for_the_enter_before_leaving_when_the_caller_fails() -> None:
+    opening = Opening()
+    with pytest.raises(ValueError, match="engine"), _beside(opening):
+        threading.Timer(0.2, opening.release.set).start()
+        raise ValueError("engine failed to activate")
+    assert opening.left_with == [ValueError]  # entered after the failure, and still left
+
+
+def test_beside_gives_the_enter_error_to_the_caller_and_does_not_leave() -> None:
+    opening = Opening(fail=True)
+    opening.release.set()
+    with pytest.raises(RuntimeError, match="no decoder"), _beside(opening) as opened:
+        opened()
+    assert opening.left_with == []

@@ -277,7 +277,9 @@ class TorchEngine(Engine):
             self.module(slot.dev_in)  # kernels chosen and memory allocated before capture
         torch.cuda.current_stream().wait_stream(side)
         slot.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(slot.graph):
+        # thread_local: the rank's GPU decoder opens and warms up in another thread meanwhile (runner._beside), and
+        # CUDA's default (global) mode would fail its allocations, and this capture with them
+        with torch.cuda.graph(slot.graph, capture_error_mode="thread_local"):
             slot.graph_out = self.module(slot.dev_in)
 
     def _compiled(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:

@@ -305,6 +305,7 @@ def main() -> int:
         if libs:
             decoder = GpuDecoder(0, None, libs[0], cores)  # hybrid, share tuned on the measured rate
             decoder.probe()
+            decoder.warm_up(items[:args.batch_size], spec)
             step("decode_hybrid", decode_only, items, spec, args.batch_size, workers, decoder)
             results["decode_hybrid"]["final_share"] = round(decoder.share, 3)
             decoder.close()
@@ -323,6 +324,7 @@ def main() -> int:
         decoder = GpuDecoder(0, 1.0, lib, cores, lanes)
         try:
             decoder.probe()
+            decoder.warm_up(items[:args.batch_size], spec)  # as scoring opens it: first-use costs paid before
             readers = readers or default_workers(cores, decoder)  # 0: as scoring sizes them (the workers only read)
             return {**decode_only(items, spec, args.batch_size, readers, decoder), "workers": readers}
         finally:

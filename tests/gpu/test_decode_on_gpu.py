@@ -198,9 +198,11 @@ def test_score_with_gpu_decode_matches_cpu_decode(tmp_path: Path, sample_dir: Pa
     job = write_job(tmp_path / "job.toml", input=str(tmp_path / "in"), model=str(model),
                     output=str(tmp_path / "out"), backend="torch", batch_size=8)
     results = {}
-    for mode in ("cpu", "gpu"):
-        res = batchscore("score", "--job", str(job), "--decode", mode, "--output", str(tmp_path / mode))
+    for mode, compiled in (("cpu", "eager"), ("gpu", "cudagraph")):  # the decoder opens while the graphs are captured
+        res = batchscore("score", "--job", str(job), "--decode", mode, "--output", str(tmp_path / mode),
+                         "--compile", compiled)
         assert res.returncode == 0, res.stderr
+        assert "torch engine on cuda:0" in res.stderr and "ready in" in res.stderr
         with h5py.File(tmp_path / mode / "scores.h5", "r") as f:
             results[mode] = (f["status"][:], f["topk_index"][:, 0])
         summary = json.loads((tmp_path / mode / "summary.json").read_text())
@@ -210,3 +212,4 @@ def test_score_with_gpu_decode_matches_cpu_decode(tmp_path: Path, sample_dir: Pa
     assert (results["gpu"][1][ok] == results["cpu"][1][ok]).all()
     assert on_gpu(summary["decoders"]) > 0 and summary["per_rank"][0]["device"].startswith("cuda:0")
     assert summary["per_rank"][0]["stages"]["gpu"] > 0
+    assert "warmed up on 8 images" in res.stderr  # the rank's first batch, bad files in it skipped

@@ -94,5 +94,5 @@ for r in range(rounds):
             res = {"name": name, "error": (p.stdout[-800:] + p.stderr[-1500:])}
         res["call_s"] = round(time.perf_counter() - t, 1)
         results["runs"].append(res); save()
-        print(name, {k: res.get(k) for k in ("decode_only_img_s", "e2e_img_s", "steady", "first", "call_s", "error")},
+        print(name, {k: res.get(k) for k in ("decode_only_img_s", "e2e_img_s", "steady", "first", "wall", "e2e_call_s", "error")},
               flush=True)

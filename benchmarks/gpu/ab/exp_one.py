@@ -16,6 +16,8 @@ items = list_items([work / "images"])
 spec = Preprocess()
 dec = GpuDecoder(0, 1.0, "nvimgcodec", os.cpu_count(), lanes)
 dec.probe()
+if hasattr(dec, "warm_up"):  # as scoring opens it, where the variant has it
+    dec.warm_up(list_items([work / "images"])[:256], Preprocess())
 with decode_executor(readers) as pool:
     t = time.perf_counter()
     n = 0
@@ -36,13 +38,17 @@ o = work / f"out-{name}"
 cmd = [sys.executable, "-m", "batchscore", "score", "--job", str(work / "job.toml"), "--decode", "gpu",
        "--gpu-decoder", "nvimgcodec", "--gpu-decode-threads", str(lanes), "--workers", str(readers), "--output", str(o),
        "--overwrite"]
+t0 = time.perf_counter()
 p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "EXP_TIMING": str(tf)})
+res["e2e_call_s"] = round(time.perf_counter() - t0, 2)
+res["log"] = [line[-400:] for line in p.stderr.splitlines() if "ready in" in line or "decoders:" in line]
 if p.returncode:
     res["error"] = p.stderr[-1500:]
 else:
     s = json.loads((o / "summary.json").read_text())
     rk = s["per_rank"][0]
     res.update(e2e_img_s=s["aggregate_images_per_s"], steady=s.get("steady_images_per_s"),
-               first=s.get("first_batch_seconds"), stages=rk["stages"], busy=rk.get("busy_fraction"))
+               first=s.get("first_batch_seconds"), stages=rk["stages"], busy=rk.get("busy_fraction"),
+               wall=s.get("wall_seconds"))
     res["e2e_timing"] = json.loads(tf.read_text().splitlines()[-1]) if tf.exists() else None
 print(json.dumps(res), flush=True)

@@ -191,3 +191,22 @@ if "topk" in sys.argv:  # N: 3e7a953 (top-k in the rank's loop, on the host); G:
                              check=True).stdout
         (OUT / "N" / "batchscore" / path).write_text(old)
     print("topk ok")
+
+if "overlap" in sys.argv:  # N: b840633 (decoder opened after the engine); O: the working tree (opened beside it, warmed
+    import subprocess      # up on the first batch); Q: O with high-priority decoder streams
+    tree("O")
+    tree("Q", prio=True)
+    tree("N")
+    for path in ("runner.py", "gpudecode.py", "enginecache.py", "engines/torch_backend.py"):
+        old = subprocess.run(["git", "show", f"b840633:batchscore/{path}"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout
+        (OUT / "N" / "batchscore" / path).write_text(old + ("\n_T = {}\n" if path == "gpudecode.py" else ""))
+    print("overlap ok")
+
+if "prefetch" in sys.argv:  # O: the working tree; R: O with one more batch decoding ahead of the loop
+    tree("O")
+    tree("R")
+    f = OUT / "R" / "batchscore" / "pipeline.py"
+    f.write_text(sub(f.read_text(), "return max(2, 2 * workers // batch_size + 1, gpu_threads + 1)",
+                     "return max(2, 2 * workers // batch_size + 1, gpu_threads + 2)"))
+    print("prefetch ok")
