@@ -583,6 +583,7 @@ def gpu_decoder(mode: str, job: Job, device: int | None, rank: int, threads: int
     if mode == "cpu" or device is None:
         yield None
         return
+    opening = time.perf_counter()
     share = (None if job.gpu_decode_share == "auto" else job.gpu_decode_share) if mode == "hybrid" else 1.0
     from .doctor import tiny_jpeg
 
@@ -612,7 +613,8 @@ def gpu_decoder(mode: str, job: Job, device: int | None, rank: int, threads: int
     part = "a share tuned on the decode rate" if share is None else f"{share:.0%}"
     steps = " -> ".join(decoder.lib.steps) + "".join(f"; {k} step off: {v}" for k, v in decoder.lib.failed.items())
     log(rank, f"decoders: {''.join(f + '; ' for f in failed)}{decoder.lib.label} on cuda:{device} ok "
-              f"({steps}; {len(decoder.lanes)} decoder thread(s); warmed up on {len(warm)} images in {warmed:.2f} s), "
+              f"({steps}; {len(decoder.lanes)} decoder thread(s); ready in {time.perf_counter() - opening:.2f} s, of "
+              f"which {warmed:.2f} s warming up on {len(warm)} images), "
               f"Pillow ok -> decode = {mode}, {part} of each batch on the GPU, the rest and rejected files on the CPU "
               "workers")
     try:

@@ -212,4 +212,4 @@ def test_score_with_gpu_decode_matches_cpu_decode(tmp_path: Path, sample_dir: Pa
     assert (results["gpu"][1][ok] == results["cpu"][1][ok]).all()
     assert on_gpu(summary["decoders"]) > 0 and summary["per_rank"][0]["device"].startswith("cuda:0")
     assert summary["per_rank"][0]["stages"]["gpu"] > 0
-    assert "warmed up on 8 images" in res.stderr  # the rank's first batch, bad files in it skipped
+    assert "warming up on 8 images" in res.stderr  # the rank's first batch, bad files in it skipped

@@ -32,7 +32,15 @@ src = resnet50_onnx(WORK / "resnet50.onnx")
 model = WORK / "resnet50-fp16.onnx"
 if not model.exists():
     t = time.perf_counter(); quantize(src, model, "fp16"); print("fp16", time.perf_counter() - t, flush=True)
-dp.write_job(WORK, model, "torch", 256, "cudagraph")
+COMPILE = os.environ.get("EXP_COMPILE", "cudagraph")  # "compiled": the package is prebuilt once, timed, first
+job = dp.write_job(WORK, model, "torch", 256, COMPILE)
+results["compile"] = COMPILE
+if COMPILE == "compiled":
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "batchscore", "build", "--job", str(job)], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('SITE', '/tmp/site')}"})
+    results["prebuild"] = {"rc": p.returncode, "seconds": round(time.perf_counter() - t, 1), "tail": p.stdout[-600:] + p.stderr[-600:]}
+    print("prebuild", results["prebuild"]["rc"], results["prebuild"]["seconds"], flush=True)
 
 def gil_probe():
     import torch
