@@ -182,25 +182,24 @@ if "dlpack" in sys.argv:  # at 052c827: N as it is; D wraps decoded images throu
 """))
     print("dlpack ok")
 
-if "topk" in sys.argv:  # N: 3e7a953 (top-k in the rank's loop, on the host); G: the working tree (top-k on the GPU)
+def at_commit(name, commit, paths):
+    """Variant `name`: the working tree with `paths` (under batchscore/) as they were at `commit`."""
     import subprocess
-    tree("G")
-    tree("N")
-    for path in ("runner.py", "engines/__init__.py", "engines/torch_backend.py"):
-        old = subprocess.run(["git", "show", f"3e7a953:batchscore/{path}"], cwd=ROOT, capture_output=True, text=True,
+    tree(name)
+    for path in paths:
+        old = subprocess.run(["git", "show", f"{commit}:batchscore/{path}"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout
-        (OUT / "N" / "batchscore" / path).write_text(old)
+        (OUT / name / "batchscore" / path).write_text(old + ("\n_T = {}\n" if path == "gpudecode.py" else ""))
+
+if "topk" in sys.argv:  # N: 3e7a953 (top-k in the rank's loop, on the host); G: the working tree (top-k on the GPU)
+    tree("G")
+    at_commit("N", "3e7a953", ("runner.py", "engines/__init__.py", "engines/torch_backend.py"))
     print("topk ok")
 
 if "overlap" in sys.argv:  # N: b840633 (decoder opened after the engine); O: the working tree (opened beside it, warmed
-    import subprocess      # up on the first batch); Q: O with high-priority decoder streams
-    tree("O")
+    tree("O")              # up on the first batch); Q: O with high-priority decoder streams
     tree("Q", prio=True)
-    tree("N")
-    for path in ("runner.py", "gpudecode.py", "enginecache.py", "engines/torch_backend.py"):
-        old = subprocess.run(["git", "show", f"b840633:batchscore/{path}"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout
-        (OUT / "N" / "batchscore" / path).write_text(old + ("\n_T = {}\n" if path == "gpudecode.py" else ""))
+    at_commit("N", "b840633", ("runner.py", "gpudecode.py", "enginecache.py", "engines/torch_backend.py"))
     print("overlap ok")
 
 if "prefetch" in sys.argv:  # O: the working tree; R: O with one more batch decoding ahead of the loop
