@@ -147,30 +147,27 @@ if "tree" in sys.argv:
     tree("P", prio=True)
     tree("S", switch=True)
 
-def stub(name, old, new, module="runner.py"):
+def patched(name, old, new, module="runner.py"):
+    """Variant `name`: the working tree with one edit to batchscore/`module`."""
     tree(name)
     f = OUT / name / "batchscore" / module
     f.write_text(sub(f.read_text(), old, new))
 
 if "stubs" in sys.argv:
     tree("N")
-    stub("T", "            idx, score = topk(next(iter(outputs.values())), job.top_k)\n",
+    patched("T", "            idx, score = topk(next(iter(outputs.values())), job.top_k)\n",
          "            _o = next(iter(outputs.values()))\n"
          "            idx, score = np.zeros((len(_o), job.top_k), np.int32), "
          "np.zeros((len(_o), job.top_k), np.float32)\n")
-    stub("X", "    for outputs in engine.infer_iter(good_tensors()):\n",
+    patched("X", "    for outputs in engine.infer_iter(good_tensors()):\n",
          "    for outputs in ({\"logits\": np.zeros((len(t), 1000), np.float32)} for t in good_tensors()):\n")
     print("stubs ok")
 
 if "dlpack" in sys.argv:  # at 052c827: N as it is; D wraps decoded images through DLPack; W warms a full batch
     tree("N")
-    tree("D")
-    f = OUT / "D" / "batchscore" / "gpudecode.py"
-    f.write_text(sub(f.read_text(), "self.torch.as_tensor(image, device=self.device).permute(2, 0, 1)",
-                     "self.torch.from_dlpack(image.__dlpack__(stream=stream.cuda_stream)).permute(2, 0, 1)"))
-    tree("W")
-    f = OUT / "W" / "batchscore" / "gpudecode.py"
-    f.write_text(sub(f.read_text(), """                raise RuntimeError(f"{lane.lib.label} decoded a 64×64 (200, 40, 60) JPEG to channel means {means}")
+    patched("D", "self.torch.as_tensor(image, device=self.device).permute(2, 0, 1)",
+            "self.torch.from_dlpack(image.__dlpack__(stream=stream.cuda_stream)).permute(2, 0, 1)", "gpudecode.py")
+    patched("W", """                raise RuntimeError(f"{lane.lib.label} decoded a 64×64 (200, 40, 60) JPEG to channel means {means}")
 """, """                raise RuntimeError(f"{lane.lib.label} decoded a 64×64 (200, 40, 60) JPEG to channel means {means}")
             with self.torch.cuda.device(self.device), self.torch.cuda.stream(lane.stream):
                 from .preprocess import Preprocess
@@ -179,7 +176,7 @@ if "dlpack" in sys.argv:  # at 052c827: N as it is; D wraps decoded images throu
                 out = self.torch.empty((256, *spec.shape), device=self.device)
                 resize_crop_normalise(out, {i: image for i, (image, _) in enumerate(images)}, spec)
                 lane.stream.synchronize()
-"""))
+""", "gpudecode.py")
     print("dlpack ok")
 
 def at_commit(name, commit, paths):
@@ -204,8 +201,6 @@ if "overlap" in sys.argv:  # N: b840633 (decoder opened after the engine); O: th
 
 if "prefetch" in sys.argv:  # O: the working tree; R: O with one more batch decoding ahead of the loop
     tree("O")
-    tree("R")
-    f = OUT / "R" / "batchscore" / "pipeline.py"
-    f.write_text(sub(f.read_text(), "return max(2, 2 * workers // batch_size + 1, gpu_threads + 1)",
-                     "return max(2, 2 * workers // batch_size + 1, gpu_threads + 2)"))
+    patched("R", "return max(2, 2 * workers // batch_size + 1, gpu_threads + 1)",
+            "return max(2, 2 * workers // batch_size + 1, gpu_threads + 2)", "pipeline.py")
     print("prefetch ok")
