@@ -206,3 +206,61 @@ def test_only_engines_that_take_gpu_batches_accept_tensors(model: Path) -> None:
     with create_engine("onnxruntime", model, EngineOptions(batch_size=2, threads=1)) as engine:
         with pytest.raises(EngineError, match="expected a float32 NCHW batch"):
             engine.infer(torch.zeros((1, 3, 224, 224)))
+
+
+class _Events:
+    """Stands in for torch's CUDA events (there is no GPU here): records, in order, what ReusedImages asks of
+    them."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, int]] = []
+        self.made = 0
+        events = self
+
+        class Event:
+            def __init__(self) -> None:
+                events.made += 1
+                self.n = events.made
+
+            def record(self, stream: object) -> None:
+                events.log.append(("record", self.n))
+
+            def synchronize(self) -> None:
+                events.log.append(("wait", self.n))
+
+        self.cuda = type("cuda", (), {"Event": Event})
+
+
+class _Image:
+    def __init__(self, capacity: int = 100) -> None:
+        self.capacity = capacity
+
+
+def test_reused_images_come_round_after_their_readers_and_fill_their_holes() -> None:
+    """A set is handed out again SETS calls later, only after waiting for the event recorded when the next call
+    began; where a set never held an image (one not decoded), it takes new images once, then is reused again."""
+    torch = _Events()
+    sets = gpudecode.ReusedImages(torch, budget=10_000)
+    first = [[_Image(), _Image()], [_Image(), None], [_Image(), _Image()]]  # set 1: its second image not decoded
+    for images in first:  # the first round has nothing to reuse
+        assert sets.take(2, stream=None) is None
+        sets.keep(images)
+    assert torch.log == [("record", 1), ("record", 2)]  # set 0 freed when set 1 was taken, set 1 when set 2 was
+    assert sets.take(2, stream=None) == first[0]
+    assert torch.log[-2:] == [("record", 3), ("wait", 1)]
+    sets.keep([None, first[0][1]])  # its first image not decoded this time: the set keeps the old buffer
+    assert sets.take(2, stream=None) is None  # set 1 has a hole: new images this time
+    new = [_Image(), _Image()]
+    sets.keep(new)
+    assert sets.take(1, stream=None) == first[2][:1]  # a smaller (last) batch takes the set's first images
+    sets.keep(first[2][:1])
+    assert sets.take(2, stream=None) == first[0]
+    sets.keep(first[0])
+    assert sets.take(2, stream=None) == new
+
+
+def test_reused_images_over_the_budget_are_let_go() -> None:
+    sets = gpudecode.ReusedImages(_Events(), budget=250)
+    assert sets.take(3, stream=None) is None
+    sets.keep([_Image(100), _Image(100), _Image(100)])  # 300 bytes: over
+    assert sets.sets[0] == []

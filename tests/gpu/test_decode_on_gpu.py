@@ -2,7 +2,8 @@
 hardware then CUDA decoder): tensors close to the CPU path's with the same top-1 on the sample, bad images
 inside a GPU batch set aside with the CPU path's reason while the rest decode, files a GPU decoder must not
 take (PNG, CMYK, EXIF-rotated; grayscale if it fails) decoded by the CPU path, hybrid batches (fixed and
-balanced share), and `batchscore score --decode gpu` against `--decode cpu`. Skips without CUDA or torch."""
+balanced share), nvImageCodec decoding into reused images as it does into new ones, and `batchscore score
+--decode gpu` against `--decode cpu`. Skips without CUDA or torch."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
 
-from batchscore.gpudecode import GpuDecoder, default_workers, libraries  # noqa: E402
+from batchscore.gpudecode import GpuDecoder, ReusedImages, default_workers, libraries  # noqa: E402
 from batchscore.pipeline import Batch, batches, decode_executor  # noqa: E402
 from batchscore.preprocess import Preprocess  # noqa: E402
 from batchscore.sources import list_items  # noqa: E402
@@ -168,6 +169,24 @@ def test_two_lanes_give_the_same_batches_in_order(sample_dir: Path, decoder: Gpu
     assert len(both) > 2 and [b.keys for b in both] == [b.keys for b in one]
     assert [b.errors for b in both] == [b.errors for b in one] and counts(both) == counts(one)
     np.testing.assert_array_equal(rows(both), rows(one))
+
+
+def test_images_decoded_into_reused_buffers_equal_new_ones(sample_dir: Path) -> None:
+    """nvImageCodec's first step decodes into the image sets of earlier batches (`ReusedImages`): over many
+    batches of images of many sizes, the tensors equal those of a decoder that makes new images every batch."""
+    if not libraries("nvimgcodec"):
+        pytest.skip("nvimgcodec is not installed")
+    reused, fresh = GpuDecoder(0, library="nvimgcodec", threads=4), GpuDecoder(0, library="nvimgcodec", threads=4)
+    try:
+        reused.probe(), fresh.probe()
+        assert reused.lib.reused is not None, "this nvImageCodec cannot decode into given images"
+        fresh.lib.reused = None
+        a, b = decode(sample_dir, reused, batch_size=2), decode(sample_dir, fresh, batch_size=2)
+    finally:
+        reused.close(), fresh.close()
+    assert len(a) > 6 * ReusedImages.SETS and on_gpu(counts(a)) > 30 and counts(a) == counts(b)
+    assert [x.errors for x in a] == [x.errors for x in b]
+    np.testing.assert_array_equal(rows(a), rows(b))
 
 
 @pytest.mark.parametrize("share", [0.5, None])
