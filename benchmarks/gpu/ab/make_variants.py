@@ -204,3 +204,8 @@ if "prefetch" in sys.argv:  # O: the working tree; R: O with one more batch deco
     patched("R", "return max(2, 2 * workers // batch_size + 1, gpu_threads + 1)",
             "return max(2, 2 * workers // batch_size + 1, gpu_threads + 2)", "pipeline.py")
     print("prefetch ok")
+
+if "reuse" in sys.argv:  # O: HEAD (new output images every batch); R: the working tree (decoded into reused images)
+    tree("R")
+    at_commit("O", "HEAD", ("gpudecode.py",))
+    print("reuse ok")
