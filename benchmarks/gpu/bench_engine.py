@@ -26,7 +26,7 @@ import torch
 
 from batchscore.engines import EngineOptions, create_engine
 from batchscore.engines.torch_backend import exit_reason
-from common import machine, resnet50_onnx, write_results
+from common import arg_parser, machine, resnet50_onnx, write_results
 from first_batch import host_batches, throughput
 
 HERE = Path(__file__).resolve().parent
@@ -106,9 +106,7 @@ def start_to_first_batch(model: Path, args: argparse.Namespace, name: str, batch
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results/gpu")))
-    ap.add_argument("--work", type=Path, default=Path("/tmp/batchscore-bench"))
+    ap = arg_parser(__doc__, "/tmp/batchscore-bench")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--precision", default="fp16")

@@ -1,11 +1,22 @@
-"""Shared by the GPU benchmark scripts: the seeded ResNet-50 ONNX, and printing/writing results."""
+"""Shared by the GPU benchmark scripts: their common options, the seeded ResNet-50 ONNX, and printing/writing
+results."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 from pathlib import Path
+
+
+def arg_parser(doc: str, work: str) -> argparse.ArgumentParser:
+    """The options every script takes: --out (where the JSON goes: $OUT on the device machine) and --work (its
+    scratch folder: generated images, models, engine cache), described by the first line of the script's `doc`."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results/gpu")))
+    ap.add_argument("--work", type=Path, default=Path(work))
+    return ap
 
 
 def resnet50_onnx(path: Path, seed: int = 0) -> Path:

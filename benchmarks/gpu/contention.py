@@ -25,13 +25,12 @@ fell to about 1.4k images/s beside the engine (fraction sum 1.04-1.09), with 32 
 
 from __future__ import annotations
 
-import argparse
 import os
 import threading
 import time
 from pathlib import Path
 
-from common import machine, write_results
+from common import arg_parser, machine, write_results
 from decode_pipeline import decode_only, make_images
 
 from batchscore.gpu import CUDA_CONNECTIONS
@@ -125,9 +124,7 @@ def kernels(fn) -> dict:  # noqa: ANN001
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results/gpu")))
-    ap.add_argument("--work", type=Path, default=Path("/tmp/batchscore-decode"))
+    ap = arg_parser(__doc__, "/tmp/batchscore-decode")
     ap.add_argument("--images", type=int, default=8192)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--readers", type=int, default=1, help="read workers of the GPU decoder as scoring runs it")

@@ -31,7 +31,6 @@ Measured in this order:
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import io
 import json
@@ -47,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from common import machine, write_results
+from common import arg_parser, machine, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("make_sample", ROOT / "data" / "make_sample.py")
@@ -219,9 +218,7 @@ def top1(path: Path) -> dict[str, int]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results/gpu")))
-    ap.add_argument("--work", type=Path, default=Path("/tmp/batchscore-decode"))
+    ap = arg_parser(__doc__, "/tmp/batchscore-decode")
     ap.add_argument("--images", type=int, default=8192, help="distinct JPEGs to generate")
     ap.add_argument("--copies", type=int, default=1, help="score each image this many times (hard-linked copies: "
                                                           "a longer run, no longer to generate)")

@@ -15,13 +15,12 @@ scaling.py's archive), where the resize runs once per image.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import write_results
+from common import arg_parser, write_results
 from decode_pipeline import decode_only, make_images, make_sample
 
 
@@ -92,9 +91,7 @@ def steps(library: str, items: list, spec, batch_size: int) -> dict:  # noqa: AN
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results/gpu")))
-    ap.add_argument("--work", type=Path, default=Path("/tmp/batchscore-breakdown"))
+    ap = arg_parser(__doc__, "/tmp/batchscore-breakdown")
     ap.add_argument("--images", type=int, default=2304)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--libraries", default="nvimgcodec,torchvision")

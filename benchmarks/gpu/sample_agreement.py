@@ -9,16 +9,14 @@ mode, and compares top-1 per key in the scores.h5 files.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import h5py
 
-from common import write_results
+from common import arg_parser, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,9 +36,7 @@ def score(backend: str, precision: str, output: Path, extra: list[str]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results/gpu")))
-    ap.add_argument("--work", type=Path, default=Path("/tmp/batchscore-agreement"))
+    ap = arg_parser(__doc__, "/tmp/batchscore-agreement")
     ap.add_argument("--precisions", default="fp32")
     ap.add_argument("--compiles", default="eager", help="torch compile modes: eager, cudagraph, compiled")
     args = ap.parse_args()

@@ -16,7 +16,6 @@ pipeline's fill-up left out). Results: `one_gpu` and `N_gpus` (`one_rank` and `N
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -27,7 +26,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from common import machine, resnet50_onnx, write_results
+from common import arg_parser, machine, resnet50_onnx, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,9 +84,7 @@ def run(ranks: int, job: Path, output: Path, workers: int, mpirun: str, root: Pa
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results/gpu")))
-    ap.add_argument("--work", type=Path, default=Path("/tmp/batchscore-scaling"))
+    ap = arg_parser(__doc__, "/tmp/batchscore-scaling")
     ap.add_argument("--ranks", type=int, default=2, help="GPUs of the larger run")
     ap.add_argument("--ranks-per-gpu", type=int, default=1, help="ranks sharing each GPU (share_gpus = true)")
     ap.add_argument("--placing", default="--bind-to none",
