@@ -447,14 +447,7 @@ class GpuDecoder:
         first kernel launches on an H200, against 15 and 3.4 ms after (docs/performance.md); the runner opens the
         decoder beside the engine's activation, so this is paid there instead of in the first batch. Unreadable
         or rejected images are skipped: scoring gives them their errors."""
-        encoded = []
-        for item in chunk:
-            data = read_item(item)[0]
-            if data is not None and not gpu_route(data, spec.max_pixels):
-                try:
-                    encoded.append(self.lib.prepare(data))
-                except (RuntimeError, ValueError):
-                    pass
+        encoded = [e for _, e, _, _ in self._read(chunk, range(len(chunk)), spec.max_pixels) if e is not None]
         for lane in self.lanes:
             with self.torch.cuda.device(self.device), self.torch.cuda.stream(lane.stream), self.torch.inference_mode():
                 images = lane.lib.decode(encoded, lane.stream)
