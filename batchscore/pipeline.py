@@ -138,8 +138,13 @@ def read_ahead_seconds(ahead: Future | None) -> float:
 
 
 def default_prefetch(workers: int, batch_size: int, gpu_threads: int = 0) -> int:
-    """Batches to keep decoding ahead: enough to keep `workers` threads and every GPU decoder thread busy."""
-    return max(2, 2 * workers // batch_size + 1, gpu_threads + 1)
+    """Batches to keep decoding ahead: enough to keep `workers` threads and every GPU decoder thread busy.
+
+    With a GPU decoder, two batches beyond its threads: a batch's reads start only when it is submitted, and with
+    one beyond, the decoder thread often finished its batch before the next one's bytes were read. Two beyond
+    decoded 15.3k-15.7k img/s against 9.6k-14.3k on an H200, and end to end was faster in two of three pairs
+    (docs/performance.md, "one more batch ahead, again")."""
+    return max(2, 2 * workers // batch_size + 1, gpu_threads + 2 if gpu_threads else 0)
 
 
 def _reader() -> Reader:

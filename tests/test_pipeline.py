@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batchscore.pipeline import SPAN_GAP, batches, decode_executor, read_ahead, read_item, tar_spans
+from batchscore.pipeline import (SPAN_GAP, batches, decode_executor, default_prefetch, read_ahead, read_item,
+                                 tar_spans)
 from batchscore.preprocess import Preprocess, decode, preprocess
 from batchscore.sources import list_items
 
@@ -55,6 +56,13 @@ def test_threads_match_inline_and_the_reference_in_order(mixed: Path) -> None:
     errors = {k: e for b in threaded for k, e in zip(b.keys, b.errors) if e}
     assert sorted(errors) == sorted(p.name for p in mixed.iterdir() if p.stem.endswith(("_cut", "_empty", "_text")))
     assert "empty file" in next(e for k, e in errors.items() if "_empty" in k)
+
+
+def test_prefetch_keeps_two_batches_beyond_the_gpu_decoder_threads() -> None:
+    """CPU decode: enough batches for the workers (at least 2); with a GPU decoder, two batches beyond its
+    threads, so that a batch's reads are done before a decoder thread needs them."""
+    assert [default_prefetch(w, 256) for w in (0, 1, 17, 256, 1024)] == [2, 2, 2, 3, 9]
+    assert [default_prefetch(1, 256, lanes) for lanes in (1, 2)] == [3, 4]
 
 
 def test_a_batch_of_only_bad_images_is_empty_not_an_error(mixed: Path) -> None:
