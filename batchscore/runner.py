@@ -238,7 +238,7 @@ def open_engine(job: Job, backend: str, model: Path, threads: int, device: int |
     engine = create_engine(backend, model, options).activate()
     steps = ", ".join(f"{name} {s:.2f} s" for name, s in getattr(engine, "start_phases", {}).items())
     log(rank, f"{backend} engine on {engine.device_name} ready in {time.perf_counter() - start:.2f} s"
-              f"{f' ({steps})' if steps else ''}")
+              f"{f' ({steps})' if steps else ''}{f'; {engine.note}' if engine.note else ''}")
     return engine
 
 

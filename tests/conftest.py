@@ -8,8 +8,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "data" / "model.onnx"
@@ -76,4 +80,37 @@ def write_job(path: Path, **values: object) -> Path:
     for name, table in tables.items():
         lines += ["", f"[{name}]", *(f"{k} = {fmt(v)}" for k, v in table.items())]
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def residual_net() -> torch.nn.Module:
+    """A small ResNet-shaped network: five convolution → ReLU chains, two of them through a residual add (one
+    of those adds a downsampling convolution's output, which has no ReLU of its own), seeded weights. torch is
+    imported here, by the tests that call this, not by every test."""
+    import torch
+
+    class Block(torch.nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.c1, self.relu = torch.nn.Conv2d(cin, cout, 3, stride, 1), torch.nn.ReLU()
+            self.c2 = torch.nn.Conv2d(cout, cout, 3, 1, 1)
+            self.down = torch.nn.Conv2d(cin, cout, 1, stride) if stride != 1 or cin != cout else None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            identity = x if self.down is None else self.down(x)
+            return torch.relu(self.c2(self.relu(self.c1(x))) + identity)
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), Block(8, 8, 1), Block(8, 16, 2),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10)).eval()
+
+
+@pytest.fixture(scope="session")
+def residual_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`residual_net` exported to ONNX (3×224×224 input, dynamic batch), as models reach the torch backend."""
+    torch = pytest.importorskip("torch")
+    path = tmp_path_factory.mktemp("residual") / "residual.onnx"
+    torch.onnx.export(residual_net(), (torch.zeros(1, 3, 224, 224),), str(path), input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                      opset_version=17, dynamo=False)
     return path

@@ -165,3 +165,47 @@ def test_softmax_topk_gives_the_host_topk(classes: int) -> None:
         assert idx.dtype == torch.int32 and idx.shape == want_idx.shape
         assert np.array_equal(idx.numpy(), want_idx)
         np.testing.assert_allclose(score.numpy(), want_score, rtol=1e-6, atol=0)
+
+
+def test_fused_conv_relu_chains_compute_what_the_graph_did() -> None:
+    """The rewrite on a traced ResNet-shaped graph: every convolution → [add →] ReLU chain becomes one ConvReLU
+    call (on the CPU they run the same ops as before: the cuDNN path is in tests/gpu), the downsampling
+    convolution stays as it was, and the outputs are the original graph's."""
+    import torch
+    from conftest import residual_net
+
+    from batchscore.engines.torch_backend import ConvReLU, fuse_conv_relu
+
+    net = residual_net()
+    graph = torch.fx.symbolic_trace(net)
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    assert fuse_conv_relu(graph) == 5
+    assert sum(isinstance(m, ConvReLU) for m in graph.modules()) == 5
+    assert sum(type(m) is torch.nn.Conv2d for m in graph.modules()) == 6  # five inside ConvReLU, and the downsample
+    kinds = [n.op for n in graph.graph.nodes if n.op in ("call_module", "call_function")]
+    assert len(kinds) == 5 + 1 + 3  # the fused calls, the downsample, pooling / flatten / linear: no ReLU, no add
+    with torch.inference_mode():
+        torch.testing.assert_close(graph(x), net(x), rtol=0, atol=0)
+
+
+def test_chains_whose_parts_have_other_uses_are_not_fused() -> None:
+    """A convolution whose output is also used elsewhere must still be computed on its own: left as it is."""
+    import torch
+
+    from batchscore.engines.torch_backend import fuse_conv_relu
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = self.a(x)
+            s = self.b(x) + a
+            return torch.relu(a) + torch.relu(s) + s  # a and s both have two users
+
+    net = Net().eval()
+    graph = torch.fx.symbolic_trace(net)
+    x = torch.randn(2, 3, 16, 16)
+    assert fuse_conv_relu(graph) == 0
+    torch.testing.assert_close(graph(x), net(x), rtol=0, atol=0)

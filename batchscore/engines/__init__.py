@@ -157,6 +157,7 @@ class Engine:
         self.input_shape: tuple[int | str, ...] = ()
         self.output_names: list[str] = []
         self.device_name = "cpu"
+        self.note = ""  # what activation chose that the rank's log should say (the torch adapter: what it fused)
         self.infer_seconds = 0.0
         # Parts of infer_seconds that a GPU adapter spent copying in and out (it adds to them).
         self.h2d_seconds = 0.0

@@ -81,3 +81,20 @@ def test_compiled_artifact_is_cached_and_reloaded(batches, tmp_path: Path) -> No
     assert statuses == ["built", "hit"]
     assert len(list(tmp_path.glob("torch-aoti-*.pt2"))) == 1
     assert len(list(tmp_path.glob("torch-aoti-*.pt2.json"))) == 1
+
+
+@pytest.mark.parametrize("precision,mode,tol", [("fp32", "eager", 1e-3), ("fp16", "cudagraph", 5e-2)])
+def test_cudnn_fused_residual_network_agrees_with_onnxruntime(residual_onnx: Path, precision: str, mode: str,
+                                                               tol: float) -> None:
+    """Convolution → ReLU and convolution → residual add → ReLU run as cuDNN's fused calls (every chain taken,
+    none refused) and give ONNX Runtime's logits, in FP32 (no TF32) and in FP16 under a CUDA graph."""
+    rng = np.random.default_rng(1)
+    batches = [rng.standard_normal((n, 3, 224, 224), dtype=np.float32) for n in (8, 3)]
+    session = ort.InferenceSession(str(residual_onnx), providers=["CPUExecutionProvider"])
+    expected = [session.run(None, {"input": b})[0] for b in batches]
+    with create_engine("torch", residual_onnx, EngineOptions(8, 2, device=0, precision=precision,
+                                                            compile=mode)) as engine:
+        assert engine.note == "5 convolution+ReLU chains fused by cuDNN", engine.note
+        got = [o["logits"] for o in engine.infer_iter(batches)]
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, atol=tol * max(1.0, np.abs(e).max()), rtol=0)

@@ -209,3 +209,8 @@ if "reuse" in sys.argv:  # O: HEAD (new output images every batch); R: the worki
     tree("R")
     at_commit("O", "HEAD", ("gpudecode.py",))
     print("reuse ok")
+
+if "fuse" in sys.argv:  # O: HEAD (eager kernels: bias, add and ReLU after each convolution); F: the working tree
+    tree("F")           # (cuDNN's fused convolution + bias [+ add] + ReLU)
+    at_commit("O", "HEAD", ("engines/torch_backend.py", "engines/__init__.py", "runner.py"))
+    print("fuse ok")
