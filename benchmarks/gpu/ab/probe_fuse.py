@@ -1,6 +1,7 @@
 """The FP16 ResNet-50 as the torch engine converts it, with and without `fuse_conv_relu` (cuDNN's fused
 convolution + bias [+ sum] + ReLU): img/s of each one's CUDA graph at batch 256 in alternating rounds, their GPU
-time per kernel (eager forward, profiler), and how far their logits differ on the same inputs.
+time per kernel (eager forward, profiler), how far their logits differ on the same inputs, and how far each is
+from the FP32 model run in FP32.
 
     python benchmarks/gpu/ab/probe_fuse.py    # makes /tmp/exp's model if missing; writes $OUT/probe-fuse.json
 """
@@ -81,7 +82,13 @@ for _ in range(4):
     agree += (a.argmax(1) == b.argmax(1)).sum().item(); n += len(a)
 res["max_abs_diff_over_max_logit"] = max(diffs)
 res["top1_agreement"] = agree / n
-# each against the FP32 model run in FP32 (no TF32): which of the two FP16 runs is nearer the truth
+for name, e in (("plain", plain), ("fused", fused)):
+    k = kernels(lambda e=e: eager(e))
+    res[f"kernels_{name}"] = {"gpu_us_per_image": k["gpu_us_per_image"], "top": k["top"][:8]}
+    print(name, k["gpu_us_per_image"], flush=True)
+# each against the FP32 model run in FP32 (no TF32): which of the two FP16 runs is nearer the truth. After the
+# kernel profiles: where this ran before them (h200-probe-fuse-against-fp32.json), the profiles counted cuDNN's
+# trials of its algorithms (two calls each of dozens of kernels) and doubled both engines' figures
 torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
 ref = convert(WORK / "resnet50.onnx", torch.float32, dev)
 errors = {"plain": [], "fused": []}
@@ -97,9 +104,5 @@ for _ in range(4):
 res["against_fp32"] = {name: {"max_abs_over_max": max(x["max_abs_over_max"] for x in v),
                               "top1": sum(x["top1"] for x in v) / len(v)} for name, v in errors.items()}
 print(res["against_fp32"], flush=True)
-for name, e in (("plain", plain), ("fused", fused)):
-    k = kernels(lambda e=e: eager(e))
-    res[f"kernels_{name}"] = {"gpu_us_per_image": k["gpu_us_per_image"], "top": k["top"][:8]}
-    print(name, k["gpu_us_per_image"], flush=True)
 (OUT / "probe-fuse.json").write_text(json.dumps(res, indent=1))
 print({k: v for k, v in res.items() if not k.startswith("kernels")}, flush=True)
