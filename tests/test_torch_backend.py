@@ -209,3 +209,24 @@ def test_chains_whose_parts_have_other_uses_are_not_fused() -> None:
     x = torch.randn(2, 3, 16, 16)
     assert fuse_conv_relu(graph) == 0
     torch.testing.assert_close(graph(x), net(x), rtol=0, atol=0)
+
+
+def test_a_fused_chain_takes_only_a_sum_of_the_convolutions_own_shape() -> None:
+    """A residual added with broadcasting (a per-channel constant) or of another type would change meaning in
+    cuDNN's fused call, which adds z as it is: such a chain runs unfused. (On the CPU every chain does; for the
+    checks of z, the input stands in for a GPU tensor by its shape and type, all that they read of it.)"""
+    import torch
+
+    from batchscore.engines.torch_backend import ConvReLU
+
+    fused = ConvReLU(torch.nn.Conv2d(3, 4, 3, stride=2, padding=1))
+    x = torch.randn(2, 3, 9, 9)
+    out = (2, 4, 5, 5)  # (9 + 2 * 1 - 1 * (3 - 1) - 1) // 2 + 1 = 5
+    assert fused(x, torch.zeros(out)).shape == out and not fused._takes(x, torch.zeros(out)) and not fused.took
+    on_gpu = type("OnGpu", (), {"is_cuda": True, "shape": x.shape, "dtype": x.dtype})()
+    assert fused._takes(on_gpu, None) and fused._takes(on_gpu, torch.zeros(out))
+    assert not fused._takes(on_gpu, torch.zeros(1, 4, 1, 1))  # broadcast per channel
+    assert not fused._takes(on_gpu, torch.zeros(2, 4, 5, 1))  # broadcast along a row
+    assert not fused._takes(on_gpu, torch.zeros(out, dtype=torch.float16))
+    fused.unfused = "refused at warm-up"
+    assert not fused._takes(on_gpu, None)

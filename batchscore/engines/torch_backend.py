@@ -95,21 +95,35 @@ class Wrapped(torch.nn.Module):
 
 class ConvReLU(torch.nn.Module):
     """relu(conv(x) + z) or relu(conv(x)) as one cuDNN call on a GPU, its bias, sum and ReLU done in the
-    convolution's epilogue instead of as separate passes over the activations; plain PyTorch elsewhere."""
+    convolution's epilogue instead of as separate passes over the activations; plain PyTorch elsewhere, and
+    where z is not exactly the convolution's output shape and type (the graph's add would broadcast or cast it)."""
 
     def __init__(self, conv: torch.nn.Conv2d) -> None:
         super().__init__()
         self.conv, self.unfused = conv, ""  # unfused: why cuDNN refused this one (it then runs as before)
+        self.took = False  # whether a call ran fused (the engine's log counts them after its warm-up run)
+
+    def _takes(self, x: torch.Tensor, z: torch.Tensor | None) -> bool:
+        """Whether the fused call computes what the graph did: on a GPU, z (if any) as the convolution's output."""
+        if not x.is_cuda or self.unfused:
+            return False
+        if z is None:
+            return True
+        c = self.conv
+        size = [(n + 2 * p - d * (k - 1) - 1) // s + 1
+                for n, p, d, k, s in zip(x.shape[2:], c.padding, c.dilation, c.kernel_size, c.stride)]
+        return z.dtype == x.dtype and tuple(z.shape) == (x.shape[0], c.out_channels, *size)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         c = self.conv
-        if x.is_cuda and not self.unfused:
+        if self._takes(x, z):
             try:
-                if z is None:
-                    return torch.ops.aten.cudnn_convolution_relu(x, c.weight, c.bias, c.stride, c.padding,
-                                                                 c.dilation, c.groups)
-                return torch.ops.aten.cudnn_convolution_add_relu(x, c.weight, z, 1.0, c.bias, c.stride, c.padding,
-                                                                 c.dilation, c.groups)
+                out = (torch.ops.aten.cudnn_convolution_relu(x, c.weight, c.bias, c.stride, c.padding, c.dilation,
+                                                             c.groups) if z is None else
+                       torch.ops.aten.cudnn_convolution_add_relu(x, c.weight, z, 1.0, c.bias, c.stride, c.padding,
+                                                                 c.dilation, c.groups))
+                self.took = True
+                return out
             except RuntimeError as exc:  # no fused kernel for this layer here: the engine's warm-up run finds out
                 self.unfused = str(exc).splitlines()[0] or type(exc).__name__
         y = c(x)
@@ -345,10 +359,12 @@ class TorchEngine(Engine):
                     if o.compile == "cudagraph":
                         self._capture(slot)
             torch.cuda.synchronize(self.device)
-        if fused:  # the warm-up run has told which fused layers cuDNN took
-            refused = [m.unfused for m in self.module.modules() if isinstance(m, ConvReLU) and m.unfused]
-            self.note = f"{fused - len(refused)} convolution+ReLU chains fused by cuDNN" + (
-                f"; {len(refused)} run unfused ({refused[0]})" if refused else "")
+        if fused:  # the warm-up run has told which chains ran as cuDNN's fused calls
+            chains = [m for m in self.module.modules() if isinstance(m, ConvReLU)]
+            refused = [m.unfused for m in chains if m.unfused]
+            took = sum(m.took for m in chains)
+            self.note = f"{took} of {fused} convolution+ReLU chains run as cuDNN fused calls" + (
+                f"; cuDNN refused {len(refused)} ({refused[0]})" if refused else "")
         self.next = 0
 
     @contextmanager
