@@ -142,9 +142,8 @@ def default_prefetch(workers: int, batch_size: int, gpu_threads: int = 0) -> int
 
     With a GPU decoder, two batches beyond its threads: a batch's reads start only when it is submitted, and with
     one beyond, the decoder thread could finish its batch before the next one's bytes were read (it idled 13% of
-    a run). Two beyond
-    decoded 15.3k-15.7k img/s against 9.6k-14.3k on an H200, and end to end was faster in two of three pairs
-    (docs/performance.md, "one more batch ahead, again")."""
+    a run). Two beyond decoded 15.3k-15.7k img/s against 9.6k-14.3k on an H200, and end to end was faster in two
+    of three pairs (docs/performance.md, "one more batch ahead, again")."""
     return max(2, 2 * workers // batch_size + 1, gpu_threads + 2 if gpu_threads else 0)
 
 
