@@ -199,18 +199,18 @@ if "overlap" in sys.argv:  # N: b840633 (decoder opened after the engine); O: th
     at_commit("N", "b840633", ("runner.py", "gpudecode.py", "enginecache.py", "engines/torch_backend.py"))
     print("overlap ok")
 
-if "prefetch" in sys.argv:  # O: the working tree; R: O with one more batch decoding ahead of the loop
-    tree("O")
-    patched("R", "return max(2, 2 * workers // batch_size + 1, gpu_threads + 1)",
-            "return max(2, 2 * workers // batch_size + 1, gpu_threads + 2)", "pipeline.py")
+if "prefetch" in sys.argv:  # R: the working tree (two batches beyond the decoder's threads, since 49cccf2);
+    tree("R")                 # O: R with one beyond, as before it
+    patched("O", "return max(2, 2 * workers // batch_size + 1, gpu_threads + 2 if gpu_threads else 0)",
+            "return max(2, 2 * workers // batch_size + 1, gpu_threads + 1)", "pipeline.py")
     print("prefetch ok")
 
-if "reuse" in sys.argv:  # O: HEAD (new output images every batch); R: the working tree (decoded into reused images)
+if "reuse" in sys.argv:  # O: 2d96b84 (new output images every batch); R: the working tree (decoded into reused images)
     tree("R")
-    at_commit("O", "HEAD", ("gpudecode.py",))
+    at_commit("O", "2d96b84", ("gpudecode.py",))
     print("reuse ok")
 
-if "fuse" in sys.argv:  # O: HEAD (eager kernels: bias, add and ReLU after each convolution); F: the working tree
-    tree("F")           # (cuDNN's fused convolution + bias [+ add] + ReLU)
-    at_commit("O", "HEAD", ("engines/torch_backend.py", "engines/__init__.py", "runner.py"))
+if "fuse" in sys.argv:  # O: 49cccf2 (eager kernels: bias, add and ReLU after each convolution); F: the working tree
+    tree("F")             # (cuDNN's fused convolution + bias [+ add] + ReLU)
+    at_commit("O", "49cccf2", ("engines/torch_backend.py", "engines/__init__.py", "runner.py"))
     print("fuse ok")
