@@ -27,6 +27,7 @@ opened, so `import batchscore` needs none of them.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -252,7 +253,8 @@ class ReusedImages:
     A set is taken again only once nothing reads it: taking the next set records an event on the lane's stream
     after every kernel that reads the last one (the resize), and a set waits for its event before it is reused.
     Where the last decode into a set gave no image (a rejected file), that set decodes into new images next
-    time; a set over `budget` bytes (very large photos) is let go, so memory stays bounded."""
+    time; a set over `budget` bytes (very large photos) is let go, so memory stays bounded. Each set also keeps
+    the tensors its images were wrapped as (`view`)."""
 
     SETS = 3  # a lane's batches in flight (decoding, resize queued, and one spare) before a set comes round again
 
@@ -260,6 +262,7 @@ class ReusedImages:
         self.torch, self.budget = torch, budget
         self.sets: list[list] = [[] for _ in range(self.SETS)]
         self.free: list[torch.cuda.Event | None] = [None] * self.SETS
+        self.views: list[dict[int, tuple]] = [{} for _ in range(self.SETS)]  # position: (image, buffer, tensor)
         self.turn = -1
 
     def take(self, n: int, stream: torch.cuda.Stream) -> list | None:
@@ -279,7 +282,25 @@ class ReusedImages:
         images += [None] * (len(decoded) - len(images))
         images[:len(decoded)] = [new if new is not None else old for new, old in zip(decoded, images)]
         if sum(image.capacity for image in images if image is not None) > self.budget:
-            self.sets[self.turn] = []
+            self.sets[self.turn], self.views[self.turn] = [], {}
+
+    def view(self, position: int, image: object, wrap: Callable[[object], torch.Tensor]) -> torch.Tensor:
+        """`wrap(image)` for the image decoded into the set just taken at `position`: the tensor made last time
+        where the decoder gave back the same image with the same buffer (address and shape), else a new one.
+
+        Why: wrapping 256 images and letting go of the tensors after took the decoder thread 12-16 µs of its
+        67-79 µs an image on an H200 (timed in the thread, h200-timers.json), and the loop's thread the time to
+        free them, with the interpreter lock held."""
+        layout = image.__cuda_array_interface__
+        buffer = (layout["data"][0], tuple(layout["shape"]))
+        images, views = self.sets[self.turn], self.views[self.turn]
+        old = views.get(position)
+        if old is not None and old[0] is image and old[1] == buffer:
+            return old[2]
+        tensor = wrap(image)
+        if position < len(images) and images[position] is image:  # not in a set let go over the budget
+            views[position] = (image, buffer, tensor)
+        return tensor
 
 
 class NvImageCodec:
@@ -332,22 +353,26 @@ class NvImageCodec:
                                         cuda_stream=stream.cuda_stream, **({"images": into} if into else {}))
             except RuntimeError:  # the whole call failed: the next step tries every image again
                 images = [None] * len(pending)
-            if self.reused is not None and len(pending) == len(streams):  # the first step: its images are the set's
-                self.reused.keep(images)
+            reused = self.reused if self.reused is not None and len(pending) == len(streams) else None
+            if reused is not None:  # the first step: its images are the set's
+                reused.keep(images)
             into = None  # later steps decode the few left over into new images
+            wrap = functools.partial(self.wrap, stream=stream)
             for i, image in zip(pending, images):
-                if image is not None and image.shape[2] == 3:
-                    out[i] = (self.wrap(image, stream).permute(2, 0, 1), key)
+                if image is not None:
+                    tensor = reused.view(i, image, wrap) if reused is not None else wrap(image)
+                    if tensor.shape[0] == 3:
+                        out[i] = (tensor, key)
             pending = [i for i in pending if out[i][0] is None]
         return out
 
     def wrap(self, image: object, stream: torch.cuda.Stream) -> torch.Tensor:
-        """A decoded image (HWC, on the GPU) as a tensor, no copy: its DLPack capsule, made ready on `stream`.
+        """A decoded image (HWC, on the GPU) as a CHW tensor, no copy: its DLPack capsule, made ready on `stream`.
 
         Why not torch.as_tensor (the CUDA array interface): 10.0 against 4.65 µs per image on an H200, side by side
         (h200-ab-dlpack-warmup-copies4.json); nor torch.from_dlpack(image), which first tries keywords nvImageCodec
         does not take, catching a TypeError each time (6.9 ms per 256 images on the H100, as_tensor 3.0)."""
-        return self.torch.from_dlpack(image.__dlpack__(stream=stream.cuda_stream))
+        return self.torch.from_dlpack(image.__dlpack__(stream=stream.cuda_stream)).permute(2, 0, 1)
 
     def probe(self, data: bytes) -> None:
         """Keep the steps that decode `data` right here; RuntimeError when none does."""

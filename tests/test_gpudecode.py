@@ -232,8 +232,12 @@ class _Events:
 
 
 class _Image:
-    def __init__(self, capacity: int = 100) -> None:
-        self.capacity = capacity
+    def __init__(self, capacity: int = 100, address: int = 4096, shape: tuple[int, ...] = (2, 3, 3)) -> None:
+        self.capacity, self.address, self.shape = capacity, address, shape
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"data": (self.address, False), "shape": self.shape}
 
 
 def test_reused_images_come_round_after_their_readers_and_fill_their_holes() -> None:
@@ -262,5 +266,34 @@ def test_reused_images_come_round_after_their_readers_and_fill_their_holes() -> 
 def test_reused_images_over_the_budget_are_let_go() -> None:
     sets = gpudecode.ReusedImages(_Events(), budget=250)
     assert sets.take(3, stream=None) is None
-    sets.keep([_Image(100), _Image(100), _Image(100)])  # 300 bytes: over
-    assert sets.sets[0] == []
+    images = [_Image(100), _Image(100), _Image(100)]  # 300 bytes: over
+    sets.keep(images)
+    sets.view(0, images[0], lambda image: "tensor")
+    assert sets.sets[0] == [] and sets.views[0] == {}
+
+
+def test_a_reused_image_keeps_its_tensor_while_its_buffer_stays() -> None:
+    """A set's image decoded into again gives back the tensor it was wrapped as, without wrapping it again, while
+    the decoder kept its buffer; a moved buffer (a larger image), a new shape or a new image is wrapped anew."""
+    sets = gpudecode.ReusedImages(_Events(), budget=10_000)
+    wrapped: list[_Image] = []
+
+    def wrap(image: _Image) -> tuple:
+        wrapped.append(image)
+        return ("tensor", len(wrapped))
+
+    a, b = _Image(address=1000), _Image(address=2000)
+    sets.take(2, stream=None)
+    sets.keep([a, b])
+    first = [sets.view(0, a, wrap), sets.view(1, b, wrap)]
+    for _ in range(gpudecode.ReusedImages.SETS - 1):  # the other sets' turns
+        sets.take(2, stream=None)
+        sets.keep([_Image(), _Image()])
+    assert sets.take(2, stream=None) == [a, b]
+    b.address, c = 3000, _Image(address=1000)  # the decoder moved b's buffer; c: another image object
+    sets.keep([a, b])
+    assert sets.view(0, a, wrap) is first[0] and wrapped == [a, b]
+    assert sets.view(1, b, wrap) == ("tensor", 3) and wrapped[-1] is b
+    assert sets.view(0, c, wrap) == ("tensor", 4)
+    a.shape = (4, 3, 3)
+    assert sets.view(0, a, wrap) == ("tensor", 5)

@@ -214,3 +214,79 @@ if "fuse" in sys.argv:  # O: 49cccf2 (eager kernels: bias, add and ReLU after ea
     tree("F")             # (cuDNN's fused convolution + bias [+ add] + ReLU)
     at_commit("O", "49cccf2", ("engines/torch_backend.py", "engines/__init__.py", "runner.py"))
     print("fuse ok")
+
+GIL_PROBE = '''
+_LAST = [0.0]  # when the decoder thread last finished a batch: the probe counts only while batches flow
+def _gil_probe():  # how late a thread that sleeps 1 ms gets the interpreter lock back: the lock's queue
+    lat = []
+    while True:
+        t = time.perf_counter()
+        time.sleep(0.001)
+        now = time.perf_counter()
+        if now - _LAST[0] < 0.05:
+            lat.append(now - t - 0.001)
+        if len(lat) == 200:
+            lat.sort()
+            _add(gil_samples=200, gil_late_sum=sum(lat), gil_late_p50=lat[100], gil_late_p90=lat[180], gil_windows=1)
+            lat.clear()
+threading.Thread(target=_gil_probe, daemon=True).start()
+'''
+
+
+def timers(name):
+    """Variant `name`: the working tree with timers in the decoder thread (its library call, wrapping, the resize,
+    its CPU time) and an interpreter-lock latency probe, for decode only against end to end (exp_one.py)."""
+    tree(name)
+    f = OUT / name / "batchscore" / "gpudecode.py"
+    g = f.read_text().replace("\n_T = {}\n", "")
+    g = sub(g, "\nif TYPE_CHECKING:\n    import torch\n", "\nif TYPE_CHECKING:\n    import torch\n" + INSTR + GIL_PROBE)
+    g = sub(g, """        into = self.reused.take(len(streams), stream) if self.reused is not None else None
+""", """        _t = time.perf_counter()
+        into = self.reused.take(len(streams), stream) if self.reused is not None else None
+        _add(take=time.perf_counter() - _t)
+""")
+    g = sub(g, """            try:
+                images = decoder.decode([streams[i] for i in pending], params=self.params,""", """            _t0, _c0 = time.perf_counter(), time.thread_time()
+            try:
+                images = decoder.decode([streams[i] for i in pending], params=self.params,""")
+    g = sub(g, """                images = [None] * len(pending)
+""", """                images = [None] * len(pending)
+            _t1 = time.perf_counter()
+            _add(lib_call=_t1 - _t0, lib_cpu=time.thread_time() - _c0, lib_images=len(pending))
+""")
+    g = sub(g, """            pending = [i for i in pending if out[i][0] is None]
+        return out
+""", """            pending = [i for i in pending if out[i][0] is None]
+            _add(wrap=time.perf_counter() - _t1)
+        return out
+""")
+    g = sub(g, """        torch = self.torch
+        errors, read_s = [""] * k, read_ahead_seconds(ahead)""", """        torch = self.torch
+        _a, _c = time.perf_counter(), time.thread_time()
+        errors, read_s = [""] * k, read_ahead_seconds(ahead)""")
+    g = sub(g, """        start = time.perf_counter()
+        counts: dict[str, int] = defaultdict(int)""", """        start = time.perf_counter()
+        _add(reads_wait=start - _a)
+        counts: dict[str, int] = defaultdict(int)""")
+    g = sub(g, """            resize_crop_normalise(out, decoded, spec)
+            waited = time.perf_counter()""", """            _r = time.perf_counter()
+            resize_crop_normalise(out, decoded, spec)
+            waited = time.perf_counter()
+            _add(decode_step=_r - start, resize=waited - _r)""")
+    g = sub(g, """        return Batch([it.key for it in chunk], tensors, errors, read_s + cpu.read_seconds, cpu.decode_seconds,
+                     decoders=dict(counts), gpu_seconds=gpu_seconds), queued""", """        _add(total=time.perf_counter() - _a, cpu=time.thread_time() - _c, batches=1, images=len(chunk))
+        _LAST[0] = time.perf_counter()
+        return Batch([it.key for it in chunk], tensors, errors, read_s + cpu.read_seconds, cpu.decode_seconds,
+                     decoders=dict(counts), gpu_seconds=gpu_seconds), queued""")
+    f.write_text(g)
+
+
+if "timers" in sys.argv:  # I: the working tree with timers (`timers`)
+    timers("I")
+    print("timers ok")
+
+if "views" in sys.argv:  # O: d299881 (each decoded image wrapped as a new tensor); V: the working tree (a reused image
+    tree("V")              # keeps its tensor, ReusedImages.view); IV: V with timers
+    at_commit("O", "d299881", ("gpudecode.py",))
+    timers("IV")
+    print("views ok")
