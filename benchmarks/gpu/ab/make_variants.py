@@ -33,6 +33,24 @@ def _dump():
 _atexit.register(_dump)
 '''
 
+def thread_timers(g):
+    """gpudecode.py's text with timers in GpuDecoder._decode: waiting for the reads, the decode step, the resize."""
+    g = sub(g, """        torch = self.torch
+        errors, read_s = [""] * k, read_ahead_seconds(ahead)""", """        torch = self.torch
+        _a, _c = time.perf_counter(), time.thread_time()
+        errors, read_s = [""] * k, read_ahead_seconds(ahead)""")
+    g = sub(g, """        start = time.perf_counter()
+        counts: dict[str, int] = defaultdict(int)""", """        start = time.perf_counter()
+        _add(reads_wait=start - _a)
+        counts: dict[str, int] = defaultdict(int)""")
+    g = sub(g, """            resize_crop_normalise(out, decoded, spec)
+            waited = time.perf_counter()""", """            _r = time.perf_counter()
+            resize_crop_normalise(out, decoded, spec)
+            waited = time.perf_counter()
+            _add(decode_step=_r - start, resize=waited - _r)""")
+    return g
+
+
 def make(name, prio=False, nosync=False):
     dst = OUT / name / "batchscore"
     if dst.parent.exists():
@@ -60,19 +78,7 @@ def make(name, prio=False, nosync=False):
             _add(hw_call=_t1 - _t0, wrap=time.perf_counter() - _t1)
         return out
 """)
-    g = sub(g, """        torch = self.torch
-        errors, read_s = [""] * k, read_ahead_seconds(ahead)""", """        torch = self.torch
-        _a, _c = time.perf_counter(), time.thread_time()
-        errors, read_s = [""] * k, read_ahead_seconds(ahead)""")
-    g = sub(g, """        start = time.perf_counter()
-        counts: dict[str, int] = defaultdict(int)""", """        start = time.perf_counter()
-        _add(reads_wait=start - _a)
-        counts: dict[str, int] = defaultdict(int)""")
-    g = sub(g, """            resize_crop_normalise(out, decoded, spec)
-            waited = time.perf_counter()""", """            _r = time.perf_counter()
-            resize_crop_normalise(out, decoded, spec)
-            waited = time.perf_counter()
-            _add(decode_step=_r - start, resize=waited - _r)""")
+    g = thread_timers(g)
     if nosync:
         g = sub(g, """            lane.stream.synchronize()  # ready for the engine's streams once handed over
 """, """            _s = time.perf_counter()
@@ -260,19 +266,7 @@ def timers(name):
             _add(wrap=time.perf_counter() - _t1)
         return out
 """)
-    g = sub(g, """        torch = self.torch
-        errors, read_s = [""] * k, read_ahead_seconds(ahead)""", """        torch = self.torch
-        _a, _c = time.perf_counter(), time.thread_time()
-        errors, read_s = [""] * k, read_ahead_seconds(ahead)""")
-    g = sub(g, """        start = time.perf_counter()
-        counts: dict[str, int] = defaultdict(int)""", """        start = time.perf_counter()
-        _add(reads_wait=start - _a)
-        counts: dict[str, int] = defaultdict(int)""")
-    g = sub(g, """            resize_crop_normalise(out, decoded, spec)
-            waited = time.perf_counter()""", """            _r = time.perf_counter()
-            resize_crop_normalise(out, decoded, spec)
-            waited = time.perf_counter()
-            _add(decode_step=_r - start, resize=waited - _r)""")
+    g = thread_timers(g)
     g = sub(g, """        return Batch([it.key for it in chunk], tensors, errors, read_s + cpu.read_seconds, cpu.decode_seconds,
                      decoders=dict(counts), gpu_seconds=gpu_seconds), queued""", """        _add(total=time.perf_counter() - _a, cpu=time.thread_time() - _c, batches=1, images=len(chunk))
         _LAST[0] = time.perf_counter()
