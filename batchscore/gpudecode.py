@@ -289,7 +289,7 @@ class ReusedImages:
         where the decoder gave back the same image with the same buffer (address and shape), else a new one.
 
         Why: wrapping 256 images and letting go of the tensors after took the decoder thread 12-16 µs of its
-        67-79 µs an image on an H200 (timed in the thread, h200-timers.json), and the loop's thread the time to
+        67-79 µs an image on an H200 (timed in the thread, h200-timers-d299881.json), and the loop's thread the time to
         free them, with the interpreter lock held."""
         layout = image.__cuda_array_interface__
         buffer = (layout["data"][0], tuple(layout["shape"]))
@@ -345,6 +345,7 @@ class NvImageCodec:
         out: list[tuple[torch.Tensor | None, str]] = [(None, "")] * len(streams)
         pending = list(range(len(streams)))
         into = self.reused.take(len(streams), stream) if self.reused is not None else None
+        wrap = functools.partial(self.wrap, stream=stream)
         for key, decoder in self.decoders.items():
             if not pending:
                 break
@@ -357,7 +358,6 @@ class NvImageCodec:
             if reused is not None:  # the first step: its images are the set's
                 reused.keep(images)
             into = None  # later steps decode the few left over into new images
-            wrap = functools.partial(self.wrap, stream=stream)
             for i, image in zip(pending, images):
                 if image is not None:
                     tensor = reused.view(i, image, wrap) if reused is not None else wrap(image)
