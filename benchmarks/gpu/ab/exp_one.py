@@ -18,6 +18,8 @@ dec = GpuDecoder(0, 1.0, "nvimgcodec", os.cpu_count(), lanes)
 dec.probe()
 if hasattr(dec, "warm_up"):  # as scoring opens it, where the variant has it
     dec.warm_up(list_items([work / "images"])[:256], Preprocess())
+if hasattr(dec, "start_readers"):  # read processes, as scoring starts them, where the variant has them
+    dec.start_readers(readers, print)
 with decode_executor(readers) as pool:
     t = time.perf_counter()
     n = 0

@@ -284,3 +284,9 @@ if "views" in sys.argv:  # O: d299881 (each decoded image wrapped as a new tenso
     at_commit("O", "d299881", ("gpudecode.py",))
     timers("IV")
     print("views ok")
+
+if "readers" in sys.argv:  # O: 728a918 (the workers read and check headers in the rank); P: the working tree (in read
+    tree("P")                # processes of their own, readers.py); IP: P with timers
+    at_commit("O", "728a918", ("gpudecode.py",))
+    timers("IP")
+    print("readers ok")
