@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
 import time
 from collections import defaultdict
@@ -45,9 +46,8 @@ from .comm import log
 from .config import ConfigError, Job
 from .engines import EngineError
 from .gpu import visible_gpu_count
-from .pipeline import Batch, Started, cpu_batch, read_ahead_seconds, start_read_ahead
-from .preprocess import DecodeError, Preprocess, preprocess
-from .readers import ReadProcesses, ReadProcessError, Row, read_routed
+from .pipeline import Batch, Started, cpu_batch, read_ahead_seconds, read_item, start_read_ahead
+from .preprocess import DEFAULT_MAX_PIXELS, DecodeError, Preprocess, preprocess
 from .sources import Item
 
 if TYPE_CHECKING:
@@ -63,6 +63,11 @@ READ_CHUNK = 16
 GPU_READ_WORKERS = 2
 #: backends whose engines take a batch that is already on the GPU (Engine.device_batches)
 GPU_DECODE_BACKENDS = ("torch", "tensorrt")
+#: SOF markers nvJPEG decodes (baseline, extended sequential, progressive Huffman); other SOFs go to the CPU.
+_SOF_NVJPEG = frozenset({0xC0, 0xC1, 0xC2})
+_SOF_OTHER = frozenset({0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_XMP = b"http://ns.adobe.com/xap/1.0/\0"
+_XMP_ORIENTATION = re.compile(rb'tiff:Orientation(?:="|>)([0-9])')  # as Pillow's getexif() reads it
 
 
 def libraries(requested: str) -> list[str]:
@@ -105,6 +110,83 @@ def choose_decode(requested: str, backend: str, library: str = "auto") -> tuple[
     if why:
         raise ConfigError(f"decode = {requested!r} cannot run: {why}; set decode = \"cpu\" (or \"auto\")")
     return requested, "requested in the job"
+
+
+def exif_orientation(tiff: bytes) -> int | None:
+    """The Orientation tag (0x0112) of IFD0 of an EXIF block (from its TIFF header on); None if absent."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return None
+    ifd = int.from_bytes(tiff[4:8], order)
+    for k in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+        entry = tiff[ifd + 2 + 12 * k:ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            break
+        if int.from_bytes(entry[:2], order) == 0x0112:
+            return int.from_bytes(entry[8:10], order)
+    return None
+
+
+def gpu_route(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """"" when nvJPEG may decode `data` to what Pillow gives; else why the CPU path must take it.
+
+    Reads only the JPEG headers (markers up to the first scan), so it costs microseconds.
+    """
+    if data[:3] != b"\xff\xd8\xff":
+        return "not a JPEG"
+    pos, frame, orientation, xmp_orientation, adobe_transform = 2, None, None, None, None
+    tables: set[int] = set()  # quantization tables defined before the first scan
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return "corrupt JPEG header"
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        if marker == 0xDA:  # start of scan: the headers are over
+            break
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        body = data[pos + 4:end]
+        if marker == 0xE1 and body.startswith(b"Exif\0\0") and orientation is None:
+            orientation = exif_orientation(body[6:])
+        elif marker == 0xE1 and body.startswith(_XMP) and (match := _XMP_ORIENTATION.search(body)):
+            xmp_orientation = int(match[1])
+        elif marker == 0xEE and body.startswith(b"Adobe") and len(body) >= 12:
+            adobe_transform = body[11]
+        elif marker == 0xDB:  # DQT: one or more tables, each (precision << 4 | id) then 64 or 128 bytes
+            i = 0
+            while i < len(body):
+                tables.add(body[i] & 15)
+                i += 1 + 64 * (1 + (body[i] >> 4))
+        elif marker in _SOF_OTHER:
+            return f"JPEG process SOF{marker - 0xC0} (lossless or arithmetic coding)"
+        elif marker in _SOF_NVJPEG:
+            if len(body) < 6:
+                return "corrupt JPEG header"
+            frame = (body[0], int.from_bytes(body[1:3], "big"), int.from_bytes(body[3:5], "big"), body[5],
+                     [bytes(body[6 + 3 * c:9 + 3 * c]) for c in range(body[5])])
+        pos = end
+    if frame is None:
+        return "corrupt JPEG header"
+    precision, height, width, components, specs = frame
+    if any(len(c) < 3 or not (1 <= c[1] >> 4 <= 4 and 1 <= c[1] & 15 <= 4) or c[2] not in tables for c in specs):
+        return "corrupt JPEG header"  # bad sampling factors or an undefined table: Pillow fails it, nvJPEG may not
+    if precision != 8:
+        return f"{precision}-bit JPEG"
+    if components not in (1, 3):
+        return f"{components}-component JPEG (CMYK or YCCK)"
+    if components == 3 and (adobe_transform == 0 or bytes(c[0] for c in specs) == b"RGB"):
+        return "RGB-coded JPEG (not YCbCr)"
+    if width * height > max_pixels:
+        return "too many pixels"
+    if (orientation if orientation is not None else xmp_orientation) not in (None, 1):
+        return "EXIF orientation"
+    if not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
+        return "no end-of-image marker (truncated?)"
+    return ""
 
 
 def resized_size(width: int, height: int, spec: Preprocess) -> tuple[int, int]:
@@ -365,19 +447,10 @@ class GpuDecoder:
         self.share = self.tuner.share if self.tuner else share
         self.finished = 0.0  # when a lane last handed over a batch (perf_counter)
         self.lock = threading.Lock()  # the tuner and `finished`, updated by every lane
-        self.readers: ReadProcesses | None = None
-
-    def start_readers(self, count: int, warn: Callable[[str], None]) -> None:
-        """Read and check the GPU's images in `count` processes (readers.py) instead of in the worker threads.
-
-        Why: those reads and checks held the rank's interpreter lock, which the decoder thread and the loop need."""
-        self.readers = ReadProcesses(count, warn)
 
     def close(self) -> None:
         for lane in self.lanes:
             lane.thread.shutdown(wait=True, cancel_futures=True)
-        if self.readers is not None:
-            self.readers.close()
 
     def probe(self) -> None:
         """Decode a small JPEG on the GPU with each step of each lane's library; RuntimeError when none works."""
@@ -410,17 +483,14 @@ class GpuDecoder:
 
     def start_batch(self, chunk: Sequence[Item], spec: Preprocess, executor: Executor,
                     draft: bool = False) -> Started:
-        """Start a batch (pipeline.batches calls this): workers read the GPU share's bytes (through a read
-        process, the whole share in one task; else READ_CHUNK images per task) and decode the CPU share; the next
-        lane's thread then decodes on the GPU and assembles the batch there."""
+        """Start a batch (pipeline.batches calls this): workers read the GPU share's bytes (READ_CHUNK images
+        per task) and decode the CPU share; the next lane's thread then decodes on the GPU and assembles the
+        batch there."""
         lane, self.next = self.lanes[self.next], (self.next + 1) % len(self.lanes)
         k = round(len(chunk) * self.share)
-        if self.readers is not None:
-            ahead, reads = None, [executor.submit(self._fetch, chunk[:k], spec.max_pixels)] if k else []
-        else:
-            ahead = start_read_ahead(chunk[:k], executor)  # tar members: the GPU share's spans in large reads
-            reads = [executor.submit(self._read, chunk, range(i, min(i + READ_CHUNK, k)), spec.max_pixels, ahead)
-                     for i in range(0, k, READ_CHUNK)]
+        ahead = start_read_ahead(chunk[:k], executor)  # tar members: the GPU share's spans in large reads
+        reads = [executor.submit(self._read, chunk, range(i, min(i + READ_CHUNK, k)), spec.max_pixels, ahead)
+                 for i in range(0, k, READ_CHUNK)]
         cpu_finish, cpu_futures = cpu_batch(chunk[k:], spec, executor, draft)
         job = lane.thread.submit(self._decode, lane, chunk, k, reads, cpu_finish, spec, executor, draft, ahead)
 
@@ -435,17 +505,12 @@ class GpuDecoder:
               ahead: Future | None = None) -> list[tuple[bytes | None, object, str, float]]:
         """On a worker, per item of `items` at `indices`: (bytes, the library's input or None for the CPU path,
         read error, seconds); the bytes from the batch's read-ahead where it holds them."""
-        return self._prepared(read_routed(items, indices, max_pixels, ahead))
-
-    def _fetch(self, items: Sequence[Item], max_pixels: int) -> list[tuple[bytes | None, object, str, float]]:
-        """On a worker: `_read` of every item, read and checked in a read process."""
-        return self._prepared(self.readers.read(items, max_pixels))
-
-    def _prepared(self, rows: list[Row]) -> list[tuple[bytes | None, object, str, float]]:
         out = []
-        for data, route, error, seconds in rows:
+        for i in indices:
+            item = items[i]
+            data, error, seconds = read_item(item, ahead, i)
             encoded = None
-            if data is not None and not route:
+            if data is not None and not gpu_route(data, max_pixels):
                 try:
                     encoded = self.lib.prepare(data)
                 except (RuntimeError, ValueError):  # the library refuses the headers: the CPU path decides
@@ -614,26 +679,18 @@ def gpu_decoder(mode: str, job: Job, device: int | None, rank: int, threads: int
         log(rank, f"decoders: {why}; Pillow ok -> decoding on the CPU")
         yield None
         return
-    reading = ""
-    if share == 1.0:  # decode = "gpu": the workers only read, so a process of its own reads for each
-        count = job.workers or default_workers(threads, decoder)
-        try:
-            decoder.start_readers(count, functools.partial(log, rank))
-            reading = f"; {count} read process(es)"
-        except ReadProcessError as exc:
-            reading = f"; reading in the worker threads: {exc}"
+    warmed = time.perf_counter()
+    if warm:
+        decoder.warm_up(warm, job.preprocess)
+    warmed = time.perf_counter() - warmed
+    part = "a share tuned on the decode rate" if share is None else f"{share:.0%}"
+    steps = " -> ".join(decoder.lib.steps) + "".join(f"; {k} step off: {v}" for k, v in decoder.lib.failed.items())
+    log(rank, f"decoders: {''.join(f + '; ' for f in failed)}{decoder.lib.label} on cuda:{device} ok "
+              f"({steps}; {len(decoder.lanes)} decoder thread(s); ready in {time.perf_counter() - opening:.2f} s, of "
+              f"which {warmed:.2f} s warming up on {len(warm)} images), "
+              f"Pillow ok -> decode = {mode}, {part} of each batch on the GPU, the rest and rejected files on the CPU "
+              "workers")
     try:
-        warmed = time.perf_counter()
-        if warm:
-            decoder.warm_up(warm, job.preprocess)
-        warmed = time.perf_counter() - warmed
-        part = "a share tuned on the decode rate" if share is None else f"{share:.0%}"
-        steps = " -> ".join(decoder.lib.steps) + "".join(f"; {k} step off: {v}" for k, v in decoder.lib.failed.items())
-        log(rank, f"decoders: {''.join(f + '; ' for f in failed)}{decoder.lib.label} on cuda:{device} ok "
-                  f"({steps}; {len(decoder.lanes)} decoder thread(s){reading}; ready in "
-                  f"{time.perf_counter() - opening:.2f} s, of which {warmed:.2f} s warming up on {len(warm)} images), "
-                  f"Pillow ok -> decode = {mode}, {part} of each batch on the GPU, the rest and rejected files on the "
-                  "CPU workers")
         yield decoder
     finally:
         decoder.close()

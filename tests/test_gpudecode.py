@@ -15,8 +15,7 @@ from PIL import Image, ImageOps
 
 from batchscore import gpudecode
 from batchscore.config import ConfigError, job_from_dict
-from batchscore.gpudecode import ShareTuner, choose_decode, resize_crop_normalise
-from batchscore.jpeg import gpu_route
+from batchscore.gpudecode import ShareTuner, choose_decode, gpu_route, resize_crop_normalise
 from batchscore.preprocess import Preprocess, decode, preprocess
 from conftest import batchscore, write_job
 

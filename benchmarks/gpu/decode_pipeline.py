@@ -323,7 +323,6 @@ def main() -> int:
             decoder.probe()
             decoder.warm_up(items[:args.batch_size], spec)  # as scoring opens it: first-use costs paid before
             readers = readers or default_workers(cores, decoder)  # 0: as scoring sizes them (the workers only read)
-            decoder.start_readers(readers, print)  # and each worker has a read process, as scoring gives it
             return {**decode_only(items, spec, args.batch_size, readers, decoder), "workers": readers}
         finally:
             decoder.close()

@@ -171,28 +171,6 @@ def test_two_lanes_give_the_same_batches_in_order(sample_dir: Path, decoder: Gpu
     np.testing.assert_array_equal(rows(both), rows(one))
 
 
-def test_reading_in_processes_gives_the_same_batches(tmp_path: Path, sample_dir: Path, decoder: GpuDecoder) -> None:
-    """decode = "gpu" reads and checks each batch's files in read processes (readers.py): the same tensors, errors
-    and decoder counts as reading in the worker threads, bad files and the CPU path's files included."""
-    for p in sorted(p for p in sample_dir.rglob("*") if p.suffix in (".jpg", ".png"))[:40]:
-        (tmp_path / f"{p.parent.name}_{p.name}").write_bytes(p.read_bytes())
-    for name, data in bad_files(next(sample_dir.rglob("*.jpg")).read_bytes()).items():
-        (tmp_path / name).write_bytes(data)
-    threads = decode(tmp_path, decoder, batch_size=8)
-    processes = GpuDecoder(0, library=decoder.library, threads=4)
-    try:
-        processes.probe()
-        processes.start_readers(2, print)
-        read_there = decode(tmp_path, processes, batch_size=8)
-        assert not processes.readers.broken
-    finally:
-        processes.close()
-    assert len(read_there) > 2 and [b.keys for b in read_there] == [b.keys for b in threads]
-    assert [b.errors for b in read_there] == [b.errors for b in threads] and counts(read_there) == counts(threads)
-    assert counts(threads)["failed"] == 4 and sum(b.read_seconds for b in read_there) > 0
-    np.testing.assert_array_equal(rows(read_there), rows(threads))
-
-
 def test_images_decoded_into_reused_buffers_equal_new_ones(sample_dir: Path) -> None:
     """nvImageCodec's first step decodes into the image sets of earlier batches (`ReusedImages`): over many
     batches of images of many sizes, the tensors equal those of a decoder that makes new images every batch."""

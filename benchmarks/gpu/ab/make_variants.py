@@ -285,8 +285,8 @@ if "views" in sys.argv:  # O: d299881 (each decoded image wrapped as a new tenso
     timers("IV")
     print("views ok")
 
-if "readers" in sys.argv:  # O: 728a918 (the workers read and check headers in the rank); P: the working tree (in read
-    tree("P")                # processes of their own, readers.py); IP: P with timers
-    at_commit("O", "728a918", ("gpudecode.py",))
-    timers("IP")
+if "readers" in sys.argv:  # O: the working tree (the workers read and check headers in the rank); P: 050d1cd (in read
+    tree("O")                # processes of their own, readers.py; taken out again, docs/performance.md)
+    at_commit("P", "050d1cd", ("gpudecode.py", "readers.py", "jpeg.py"))
     print("readers ok")
+
