@@ -302,3 +302,33 @@ if "hwthreads" in sys.argv:  # O: the working tree (every step of nvImageCodec w
                                                                     max(1, min(threads, (os.cpu_count() or 2) - 1))),
 """, "gpudecode.py")
     print("hwthreads ok")
+
+LET_GO = ("""        while pending:
+            finish, _ = pending.popleft()
+            batch = finish()
+""", """        finish = _ = batch = None
+        from . import gpudecode as _g
+        while pending:
+            _t, _c = time.perf_counter(), time.thread_time()
+            finish = _ = None  # the batch before's read results (bytes, code streams), its queued images, its futures
+            _t1, _c1 = time.perf_counter(), time.thread_time()
+            batch = None  # the batch before itself (its tensor)
+            _g._add(let_go_reads=_t1 - _t, let_go_reads_cpu=_c1 - _c, let_go_batch=time.perf_counter() - _t1,
+                    let_go_batch_cpu=time.thread_time() - _c1, let_go_n=1)
+            finish, _ = pending.popleft()
+            batch = finish()
+""")
+MALLOPT = """
+import ctypes as _ctypes
+_libc = _ctypes.CDLL("libc.so.6")
+_libc.mallopt(-1, 1 << 30), _libc.mallopt(-2, 64 << 20), _libc.mallopt(-3, 4 << 20)  # trim, top pad, mmap threshold
+"""
+
+if "letgo" in sys.argv:  # L: the working tree with timers (`timers`) and the loop's letting go of a batch timed;
+    for name in ("L", "M"):  # M: L with glibc's malloc told not to give freed memory back (trim 1 GB, pad 64 MB)
+        timers(name)
+        f = OUT / name / "batchscore" / "pipeline.py"
+        f.write_text(sub(f.read_text(), *LET_GO))
+    f = OUT / "M" / "batchscore" / "gpudecode.py"
+    f.write_text(sub(f.read_text(), "\nif TYPE_CHECKING:\n    import torch\n", "\nif TYPE_CHECKING:\n    import torch\n" + MALLOPT))
+    print("letgo ok")
