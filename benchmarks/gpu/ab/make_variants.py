@@ -290,11 +290,6 @@ if "readers" in sys.argv:  # O: the working tree (the workers read and check hea
     at_commit("P", "050d1cd", ("gpudecode.py", "readers.py", "jpeg.py"))
     print("readers ok")
 
-if "noexif" in sys.argv:  # O: the working tree; X: O whose decode parameters leave EXIF orientation alone (every
-    tree("O")               # image with one other than 1 goes to the CPU path before the decoder, jpeg.gpu_route)
-    patched("X", "apply_exif_orientation=True", "apply_exif_orientation=False", "gpudecode.py")
-    print("noexif ok")
-
 if "hwthreads" in sys.argv:  # O: the working tree (every step of nvImageCodec with the rank's cores - 1 CPU threads);
     tree("O")                  # H: O whose hardware step has 4 (probe_params.py: its call then costs the caller less)
     patched("H", """                    device_id=device.index, max_num_cpu_threads=max(1, min(threads, (os.cpu_count() or 2) - 1)),

@@ -1,6 +1,6 @@
 """What nvImageCodec's hardware-decoder call costs the calling thread per image, alone (no engine, no other thread),
 by its settings: the decode parameters scoring uses, without EXIF orientation (scoring routes every rotated image
-to the CPU path already, jpeg.gpu_route), default parameters, fewer CPU threads, new or reused output images, and
+to the CPU path already, gpudecode.gpu_route), default parameters, fewer CPU threads, new or reused output images, and
 batches of 64 or 256. Wall time of the call and the calling thread's CPU time (time.thread_time), µs per image, medians
 of 15 calls; the GPU work is waited for after each call, outside the timed part.
 
