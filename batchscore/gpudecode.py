@@ -355,7 +355,8 @@ class NvImageCodec:
             except RuntimeError:  # the whole call failed: the next step tries every image again
                 images = [None] * len(pending)
             reused = self.reused if self.reused is not None and len(pending) == len(streams) else None
-            if reused is not None:  # the first step: its images are the set's
+            # a step given every image (the first; a later one when the first call failed): its images are the set's
+            if reused is not None:
                 reused.keep(images)
             into = None  # later steps decode the few left over into new images
             for i, image in zip(pending, images):
