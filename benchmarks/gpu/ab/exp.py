@@ -1,11 +1,14 @@
 """A/B driver on one GPU: 8192 JPEGs and the FP16 ResNet-50 as decode_pipeline.py makes them, an interpreter-lock
 probe, then each variant (make_variants.py) in alternating rounds: decode only, then `batchscore score --decode gpu`.
 
-    python benchmarks/gpu/ab/exp.py VARIANT:LANES[:READERS],... ROUNDS [IMAGES [COPIES]]   # writes $OUT/exp.json
+    python benchmarks/gpu/ab/exp.py VARIANT:LANES[:READERS[:LIBRARY]],... ROUNDS [IMAGES [COPIES]]   # writes $OUT/exp.json
+
+VARIANT "main" is the working tree itself; LIBRARY is the GPU decode library (gpu_decoder: nvimgcodec, the
+default, or torchvision).
 
 The lock probe counts a pure-Python loop in a second thread while the main thread calls nvImageCodec's decode
 of 256 JPEGs (and CodeStream parsing, and wrapping images as tensors: through the CUDA array interface, and
-through DLPack): calls a second with and without it. COPIES hard-links each image that many times."""
+through DLPack), and torchvision's batched nvJPEG decode of the same 256: calls a second with and without it. COPIES hard-links each image that many times."""
 import json, os, subprocess, sys, threading, time
 from pathlib import Path
 
@@ -67,6 +70,10 @@ def gil_probe():
          "hw_decode_256": measure(lambda: dec.decode(cs, cuda_stream=s.cuda_stream)),
          "cs_parse_256": measure(lambda: [nvimgcodec.CodeStream(p) for p in [x.read_bytes() for x in paths[:64]]])}
     imgs = dec.decode(cs, cuda_stream=s.cuda_stream)
+    from torchvision.io import ImageReadMode, decode_jpeg
+    tv = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths]
+    decode_jpeg(tv, mode=ImageReadMode.RGB, device="cuda:0"); torch.cuda.synchronize()
+    r["tv_decode_256"] = measure(lambda: decode_jpeg(tv, mode=ImageReadMode.RGB, device="cuda:0"))
     r["wrap_256"] = measure(lambda: [torch.as_tensor(i, device="cuda:0").permute(2, 0, 1) for i in imgs])
     r["wrap_dlpack_256"] = measure(lambda: [torch.from_dlpack(i.__dlpack__(stream=s.cuda_stream)).permute(2, 0, 1)
                                             for i in imgs])
@@ -76,10 +83,12 @@ def gil_probe():
         for _ in range(20):
             [wrap(i) for i in imgs]
         r[f"wrap_{name}_alone_us_per_image"] = round(1e6 * (time.perf_counter() - t) / (20 * len(imgs)), 2)
-    t = time.perf_counter(); n = 0
-    while time.perf_counter() - t < 0.5:
-        dec.decode(cs, cuda_stream=s.cuda_stream); n += 1
-    r["hw_decode_256_alone_calls_per_s"] = round(n / (time.perf_counter() - t), 1)
+    for key, call in (("hw_decode_256", lambda: dec.decode(cs, cuda_stream=s.cuda_stream)),
+                      ("tv_decode_256", lambda: decode_jpeg(tv, mode=ImageReadMode.RGB, device="cuda:0"))):
+        t = time.perf_counter(); n = 0
+        while time.perf_counter() - t < 0.5:
+            call(); n += 1
+        r[f"{key}_alone_calls_per_s"] = round(n / (time.perf_counter() - t), 1)
     return r
 try:
     results["gil_probe"] = gil_probe()
@@ -89,8 +98,9 @@ print("gil", results["gil_probe"], flush=True); save()
 site = os.environ.get("SITE", "/tmp/site")
 for r in range(rounds):
     for variant, lanes, *rd in configs:
-        name = f"{variant}{lanes}{'w' + rd[0] if rd else ''}_r{r}"
-        env = {**os.environ, "PYTHONPATH": f"{HERE / 'v' / variant}:{site}", "PYTHONUNBUFFERED": "1"}
+        name = f"{variant}{lanes}{'w' + rd[0] if rd else ''}{'_' + rd[1] if len(rd) > 1 else ''}_r{r}"
+        pkg = ROOT if variant == "main" else HERE / "v" / variant
+        env = {**os.environ, "PYTHONPATH": f"{pkg}:{site}", "PYTHONUNBUFFERED": "1"}
         t = time.perf_counter()
         p = subprocess.run([sys.executable, str(HERE / "exp_one.py"), name, lanes, str(WORK), str(WORK / "timing"),
                             *rd],

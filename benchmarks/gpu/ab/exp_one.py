@@ -11,10 +11,11 @@ from batchscore.sources import list_items
 
 name, lanes, work, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 readers = int(sys.argv[5]) if len(sys.argv) > 5 else 2
-res = {"name": name, "lanes": lanes, "pkg": batchscore.__file__}
+library = sys.argv[6] if len(sys.argv) > 6 else "nvimgcodec"
+res = {"name": name, "lanes": lanes, "library": library, "pkg": batchscore.__file__}
 items = list_items([work / "images"])
 spec = Preprocess()
-dec = GpuDecoder(0, 1.0, "nvimgcodec", os.cpu_count(), lanes)
+dec = GpuDecoder(0, 1.0, library, os.cpu_count(), lanes)
 dec.probe()
 if hasattr(dec, "warm_up"):  # as scoring opens it, where the variant has it
     dec.warm_up(list_items([work / "images"])[:256], Preprocess())
@@ -31,14 +32,14 @@ with decode_executor(readers) as pool:
     res["decode_only_img_s"] = round(n / (time.perf_counter() - t), 1)
 dec.close()
 from batchscore import gpudecode
-res["decode_only_timing"] = dict(gpudecode._T)
-gpudecode._T.clear()
+res["decode_only_timing"] = dict(getattr(gpudecode, "_T", {}))
+getattr(gpudecode, "_T", {}).clear()
 out.mkdir(exist_ok=True)
 tf = out / f"timing-{name}.jsonl"
 tf.unlink(missing_ok=True)
 o = work / f"out-{name}"
 cmd = [sys.executable, "-m", "batchscore", "score", "--job", str(work / "job.toml"), "--decode", "gpu",
-       "--gpu-decoder", "nvimgcodec", "--gpu-decode-threads", str(lanes), "--workers", str(readers), "--output", str(o),
+       "--gpu-decoder", library, "--gpu-decode-threads", str(lanes), "--workers", str(readers), "--output", str(o),
        "--overwrite"]
 t0 = time.perf_counter()
 p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "EXP_TIMING": str(tf)})
