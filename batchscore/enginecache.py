@@ -164,8 +164,9 @@ def prebuild(job: Job, comm: MPI.Comm) -> list[dict]:
     if error:
         raise ConfigError(error)
     backend, reason, model = decided
-    engine = open_engine(job, backend, model, cores_for_rank(placement(comm).local_size), bind(job, backend, comm),
-                         comm.rank)
+    binding = bind(job, backend, comm)
+    engine = open_engine(job, backend, model, cores_for_rank(placement(comm).local_size),
+                         binding.index if binding else None, comm.rank)
     row = {"rank": comm.rank, "host": socket.gethostname(), "backend": backend, "reason": reason,
            "device": engine.device_name, "cache": getattr(engine, "cache_status", "none"),
            "seconds": round(getattr(engine, "setup_seconds", 0.0), 2), "model": str(model)}

@@ -6,7 +6,8 @@ wait is how long the main loop waited for decoded input; h2d, infer, d2h and wri
 loop's own seconds. The bound stage is the busiest one, measured as the share of the rank's time
 each stage kept its threads busy (read and decode divided by the worker count, gpu by the GPU
 decoder threads): the one to speed up first. A GPU decoder and the engine share one GPU, so "gpu"
-and "infer" close together mean the GPU itself is the bound.
+and "infer" close together mean the GPU itself is the bound. The table ends with a hint where a rank's GPU
+decoder thread bound it on a GPU of its own (`hints`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from .pipeline import Batch
 
 STAGES = ("read", "decode", "gpu", "wait", "h2d", "infer", "d2h", "write")
+#: the GPU decoder thread's busy share of a rank's time from which the table suggests a second rank a GPU
+GPU_DECODER_BUSY = 0.8
 
 
 @dataclass
@@ -32,6 +35,7 @@ class RankStats:
     threads: int = 0
     workers: int = 0
     gpu_threads: int = 0  # GPU decoder threads (lanes), 0 when decoding on the CPU
+    gpu_shared: bool = False  # another rank of its node drives the same GPU (share_gpus)
     images: int = 0
     ok: int = 0
     failed: int = 0
@@ -115,6 +119,26 @@ def summarize(stats: list[RankStats], *, wall_seconds: float, total_keys: int, f
     }
 
 
+def hints(summary: dict) -> list[str]:
+    """What to change, where the run says so: ranks whose GPU decoder thread was the bound, busy most of the run,
+    on a GPU no other rank used.
+
+    Why: the decoder thread, not the GPU, then limits the rank (ResNet-50 FP16 on an H200: the engine takes about
+    33k images/s, one rank's decoder about 14k), and a second rank on the same GPU brings a second decoder with
+    an interpreter lock of its own: two ranks sharing an H200 scored 1.41-1.80x one rank's images/s end to end, in
+    six pairs of runs (docs/gpu.md, "Two ranks a GPU")."""
+    ranks = [r for r in summary["per_rank"] if r["bound"] == "gpu" and not r.get("gpu_shared")
+             and r["busy_fraction"].get("gpu", 0.0) >= GPU_DECODER_BUSY]
+    if not ranks:
+        return []
+    busy = sorted(r["busy_fraction"]["gpu"] for r in ranks)
+    span = f"{busy[0]:.2f}" + (f"-{busy[-1]:.2f}" if busy[-1] != busy[0] else "")
+    hint = (f"hint: the GPU decoder thread bound rank(s) {', '.join(str(r['rank']) for r in ranks)} (busy {span} of "
+            "the run) on a GPU of its own; a second rank on each GPU adds a decoder (share_gpus = true and twice the "
+            "ranks: 1.41-1.80x one rank on an H200, docs/gpu.md)")
+    return [hint]
+
+
 def format_table(summary: dict) -> str:
     """The summary as a plain-text table for rank 0's stdout."""
     img = summary["images"]
@@ -137,6 +161,7 @@ def format_table(summary: dict) -> str:
         "(stage columns in seconds: read and decode summed over a rank's decode workers, gpu = its GPU decoder "
         "thread, wait = its loop waiting for input; bound = the busiest stage, read and decode per worker: "
         "the one to speed up first)",
+        *hints(summary),
         "",
         f"aggregate: {summary['aggregate_images_per_s']:.1f} img/s over {summary['scoring_seconds']:.2f} s of scoring "
         f"({summary['wall_seconds']:.2f} s wall incl. start-up and merge); first batch scored after "

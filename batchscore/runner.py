@@ -24,7 +24,7 @@ from .accuracy import gate
 from .comm import Progress, cores_for_rank, log, placement
 from .config import ConfigError, Job
 from .engines import GPU_BACKENDS, TOPK_INDEX, TOPK_SCORE, Engine, EngineOptions, choose_backend, create_engine
-from .gpu import bind_gpu
+from .gpu import GpuBinding, bind_gpu
 from .gpudecode import choose_decode, default_workers, gpu_decoder
 from .h5lock import check_locking, is_lock_error, lock_advice
 from .incremental import INDEX, Changes, plan_changes, publish_run
@@ -221,10 +221,9 @@ def scored(engine: Engine, decoded: Iterable[Batch],
     yield from drain_empty()
 
 
-def bind(job: Job, backend: str, comm: MPI.Comm) -> int | None:
-    """This rank's GPU index for a GPU backend (collective over `comm`, before CUDA starts); None otherwise."""
-    gpu = bind_gpu(comm, job.share_gpus) if backend in GPU_BACKENDS else None
-    return gpu.index if gpu else None
+def bind(job: Job, backend: str, comm: MPI.Comm) -> GpuBinding | None:
+    """This rank's GPU for a GPU backend (collective over `comm`, before CUDA starts); None otherwise."""
+    return bind_gpu(comm, job.share_gpus) if backend in GPU_BACKENDS else None
 
 
 def open_engine(job: Job, backend: str, model: Path, threads: int, device: int | None, rank: int) -> Engine:
@@ -269,7 +268,8 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
     threads = job.threads or cores
     items = shard(plan.todo, comm.rank, comm.size)
     stats = RankStats(comm.rank, local_rank=where.local_rank, threads=threads)
-    device = bind(job, plan.backend, comm)
+    binding = bind(job, plan.backend, comm)
+    device, stats.gpu_shared = (binding.index, binding.shared) if binding else (None, False)
     with _beside(gpu_decoder(plan.decode, job, device, comm.rank, cores, warm=items[:job.batch_size])) as opened:
         engine = open_engine(job, plan.backend, plan.model, threads, device, comm.rank)  # the decoder opens meanwhile
         gpu = opened()  # None: CPU decode
