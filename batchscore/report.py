@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from .pipeline import Batch
 
 STAGES = ("read", "decode", "gpu", "wait", "h2d", "infer", "d2h", "write")
-#: the GPU decoder thread's busy share of a rank's time from which the table suggests a second rank a GPU
-GPU_DECODER_BUSY = 0.8
+#: the GPU decoder thread's busy share of a rank's time from which the table suggests a second rank a GPU: one-rank
+#: runs that two ranks a GPU beat by 1.41-1.80x had it busy 0.72-0.99 (docs/gpu.md); below this, nothing was busy
+GPU_DECODER_BUSY = 0.6
 
 
 @dataclass

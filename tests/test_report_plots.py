@@ -83,7 +83,8 @@ def test_the_table_suggests_a_second_rank_where_the_gpu_decoder_bound_a_rank_alo
     hint = next(line for line in table(rank(0, 2.8), rank(1, 2.5)).splitlines() if line.startswith("hint:"))
     assert "rank(s) 0, 1 (busy 0.83-0.93 of the run)" in hint and "share_gpus = true" in hint
     assert "hint:" not in table(rank(0, 2.8, shared=True))  # its GPU already has a second rank
-    assert "hint:" not in table(rank(0, 2.0))  # the decoder thread is the busiest stage, but idle a third of the run
+    assert "hint:" in table(rank(0, 2.2))  # busy 0.73: as in one-rank runs that a second rank sped up 1.41-1.80x
+    assert "hint:" not in table(rank(0, 1.6))  # the decoder thread is the busiest stage, but idle half the run
     cpu = RankStats(0, images=1000, workers=4, seconds=3.0)
     cpu.stages.update(read=1.0, decode=11.0, infer=0.5)
     assert "hint:" not in table(cpu)  # CPU decode: more cores, not more ranks
