@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import hwjpeg
 from .comm import log
 from .config import ConfigError, Job
 from .engines import EngineError
@@ -228,6 +229,9 @@ class TorchvisionNvjpeg:
             images = [self._one(e) for e in encoded]
         return [(img, "gpu") if img is not None and img.shape[0] == 3 else (None, "") for img in images]
 
+    def close(self) -> None:
+        """Nothing to let go of: torchvision's decoder is global."""
+
     def _one(self, encoded: torch.Tensor) -> torch.Tensor | None:
         try:
             return self.decode_jpeg(encoded, mode=self.rgb, device=self.device)
@@ -241,39 +245,72 @@ class TorchvisionNvjpeg:
             raise RuntimeError("nvJPEG rejected a valid JPEG")
 
 
-class ReusedImages:
-    """Sets of output images that a lane's nvImageCodec decode calls take in turn (its decode's `images=`), so a
-    batch is decoded into the buffers of the batch `SETS` calls before instead of into new ones.
-
-    Why: new images are device memory allocated in the decode call and freed when the rank's loop lets go of the
-    batch, on the loop's thread, while the engine runs. Decoding into reused ones took the decoder thread 11-17%
-    less time and scoring ran 8-28% faster, in five of five pairs on an H200, and the loop's time spent letting go
-    of a batch fell from 1.1 to 0.36 s a run (docs/performance.md, "decoded into reused images").
-
-    A set is taken again only once nothing reads it: taking the next set records an event on the lane's stream
-    after every kernel that reads the last one (the resize), and a set waits for its event before it is reused.
-    Where the last decode into a set gave no image (a rejected file), that set decodes into new images next
-    time; a set over `budget` bytes (very large photos) is let go, so memory stays bounded. Each set also keeps
-    the tensors its images were wrapped as (`view`)."""
+class Turns:
+    """`SETS` outputs of a lane's decode calls, taken in turn: a set is taken again only once nothing reads it.
+    Taking the next set records an event on the lane's stream after every kernel that reads the last one (the
+    resize), and a set waits for its event before it is reused."""
 
     SETS = 3  # a lane's batches in flight (decoding, resize queued, and one spare) before a set comes round again
 
-    def __init__(self, torch: object, budget: int = 1 << 30) -> None:
-        self.torch, self.budget = torch, budget
-        self.sets: list[list] = [[] for _ in range(self.SETS)]
+    def __init__(self, torch: object) -> None:
+        self.torch = torch
         self.free: list[torch.cuda.Event | None] = [None] * self.SETS
-        self.views: list[dict[int, tuple]] = [{} for _ in range(self.SETS)]  # position: (image, buffer, tensor)
         self.turn = -1
 
-    def take(self, n: int, stream: torch.cuda.Stream) -> list | None:
-        """The next set's first `n` images to decode into, once nothing reads them; None: new images this time."""
+    def next_turn(self, stream: torch.cuda.Stream) -> int:
+        """The next set's index, once nothing reads that set."""
         if self.turn >= 0:  # every reader of the last set is queued on `stream` by now
             self.free[self.turn] = self.torch.cuda.Event()
             self.free[self.turn].record(stream)
         self.turn = (self.turn + 1) % self.SETS
         if self.free[self.turn] is not None:
             self.free[self.turn].synchronize()  # long done, normally: SETS - 1 batches ago
-        images = self.sets[self.turn][:n]
+        return self.turn
+
+
+class DeviceBuffers(Turns):
+    """A lane's device buffers that the hardware decoder's C API (`hwjpeg`) decodes batches into, in turn."""
+
+    def __init__(self, torch: object, device: torch.device, budget: int = 1 << 30) -> None:
+        super().__init__(torch)
+        self.device, self.budget = device, budget
+        self.buffers: list[torch.Tensor | None] = [None] * self.SETS
+
+    def take(self, nbytes: int, stream: torch.cuda.Stream) -> torch.Tensor:
+        """The next buffer, at least `nbytes` long: grown by a quarter when short; one over `budget` bytes (very
+        large photos) shrinks again once the batches need less than half of it."""
+        turn, torch = self.next_turn(stream), self.torch
+        buffer = self.buffers[turn]
+        if buffer is None or buffer.numel() < nbytes or buffer.numel() > max(self.budget, 2 * nbytes):
+            buffer = self.buffers[turn] = None  # the old one is freed (once its last view is) before the new one
+            buffer = self.buffers[turn] = torch.empty(max(nbytes, hwjpeg.ALIGN) * 5 // 4, dtype=torch.uint8,
+                                                      device=self.device)
+        return buffer
+
+
+class ReusedImages(Turns):
+    """Sets of output images that a lane's nvImageCodec decode calls take in turn (its decode's `images=`), so a
+    batch is decoded into the buffers of the batch `SETS` calls before instead of into new ones (where the
+    hardware step cannot go through the C API, `hwjpeg`).
+
+    Why: new images are device memory allocated in the decode call and freed when the rank's loop lets go of the
+    batch, on the loop's thread, while the engine runs. Decoding into reused ones took the decoder thread 11-17%
+    less time and scoring ran 8-28% faster, in five of five pairs on an H200, and the loop's time spent letting go
+    of a batch fell from 1.1 to 0.36 s a run (docs/performance.md, "decoded into reused images").
+
+    Where the last decode into a set gave no image (a rejected file), that set decodes into new images next
+    time; a set over `budget` bytes (very large photos) is let go, so memory stays bounded. Each set also keeps
+    the tensors its images were wrapped as (`view`)."""
+
+    def __init__(self, torch: object, budget: int = 1 << 30) -> None:
+        super().__init__(torch)
+        self.budget = budget
+        self.sets: list[list] = [[] for _ in range(self.SETS)]
+        self.views: list[dict[int, tuple]] = [{} for _ in range(self.SETS)]  # position: (image, buffer, tensor)
+
+    def take(self, n: int, stream: torch.cuda.Stream) -> list | None:
+        """The next set's first `n` images to decode into, once nothing reads them; None: new images this time."""
+        images = self.sets[self.next_turn(stream)][:n]
         return images if len(images) == n and all(image is not None for image in images) else None
 
     def keep(self, decoded: list) -> None:
@@ -309,8 +346,10 @@ class NvImageCodec:
     refuses; None where both refuse (the CPU path is next). A step is kept only if it decodes the probe image
     on this GPU (on the H100, nvImageCodec 0.9 could not even create its GPU-only Huffman decoder).
 
-    The first step decodes into reused images (`ReusedImages`) where this nvImageCodec can (`probe` checks):
-    what `decode` returns is then valid until ReusedImages.SETS more calls."""
+    The hardware step goes through nvImageCodec's C API, a batch a call (`hwjpeg`), into the lane's
+    `DeviceBuffers`; where that cannot be built or opened, through the Python API into reused images
+    (`ReusedImages`) where this nvImageCodec can (`probe` checks). Either way what `decode` returns is valid
+    until Turns.SETS more calls."""
 
     STEPS = (("gpu_hw", "hardware", "HW_GPU_ONLY"), ("gpu", "CUDA", "HYBRID_CPU_GPU"))
 
@@ -319,17 +358,49 @@ class NvImageCodec:
         from nvidia import nvimgcodec
 
         self.torch, self.nvimgcodec, self.device = torch, nvimgcodec, device
-        self.label = f"nvImageCodec {getattr(nvimgcodec, '__version__', '')}".rstrip()
         self.params = nvimgcodec.DecodeParams(apply_exif_orientation=True, color_spec=nvimgcodec.ColorSpec.SRGB,
                                               allow_any_depth=False)
-        self.decoders, self.failed, self.reused = {}, {}, ReusedImages(torch)
-        for key, label, kind in self.STEPS:
+        self.decoders: dict[str, object] = {}
+        self.failed: dict[str, str] = {}
+        self.reused: ReusedImages | None = None
+        self.buffers = DeviceBuffers(torch, device)
+        self.threads = max(1, min(threads, (os.cpu_count() or 2) - 1))
+        self.api = f"C API off: {hwjpeg.OFF}=0"
+        if os.environ.get(hwjpeg.OFF) != "0":
             try:
-                self.decoders[key] = nvimgcodec.Decoder(
-                    device_id=device.index, max_num_cpu_threads=max(1, min(threads, (os.cpu_count() or 2) - 1)),
-                    backends=[nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, kind))])
-            except RuntimeError as exc:
-                self.failed[label] = str(exc)
+                self.decoders["gpu_hw"] = hwjpeg.HwJpeg(device.index, self.threads)
+                self.api = "hardware step through the C API"
+            except (OSError, RuntimeError) as exc:  # no compiler, a failed build or load (CacheError), no decoder
+                self.api = f"C API off: {type(exc).__name__}: {exc}"
+        for key, label, kind in self.STEPS:
+            if key not in self.decoders:
+                self._open(key, label, kind)
+
+    def _open(self, key: str, label: str, kind: str) -> None:
+        """A step through the Python API; the first decodes into reused images (where `probe` finds it can)."""
+        try:
+            self.decoders[key] = self.nvimgcodec.Decoder(
+                device_id=self.device.index, max_num_cpu_threads=self.threads,
+                backends=[self.nvimgcodec.Backend(getattr(self.nvimgcodec.BackendKind, kind))])
+            if key == "gpu_hw":
+                self.reused = ReusedImages(self.torch)
+        except RuntimeError as exc:
+            self.failed[label] = str(exc)
+
+    def close(self) -> None:
+        """Let go of the C API's decoder (the Python API's go with their objects)."""
+        if self.native is not None:
+            self.native.close()
+
+    @property
+    def label(self) -> str:
+        return f"nvImageCodec {getattr(self.nvimgcodec, '__version__', '')} ({self.api})"
+
+    @property
+    def native(self) -> hwjpeg.HwJpeg | None:
+        """The hardware step's C API, where it is in use."""
+        first = self.decoders.get("gpu_hw")
+        return first if isinstance(first, hwjpeg.HwJpeg) else None
 
     @property
     def steps(self) -> list[str]:
@@ -337,8 +408,9 @@ class NvImageCodec:
         return [label for key, label, _ in self.STEPS if key in self.decoders]
 
     def prepare(self, data: bytes) -> object:
-        """On a worker: the code stream (headers parsed) that decode() takes."""
-        return self.nvimgcodec.CodeStream(data)
+        """On a worker: what decode() takes, the bytes for the C API (it parses them in the decoder thread, without
+        the interpreter lock), else the code stream (headers parsed)."""
+        return data if self.native is not None else self.nvimgcodec.CodeStream(data)
 
     def decode(self, streams: list, stream: torch.cuda.Stream) -> list[tuple[torch.Tensor | None, str]]:
         """(RGB CHW uint8 image on the GPU or None, the step that decoded it) per input, in stream order."""
@@ -349,23 +421,63 @@ class NvImageCodec:
         for key, decoder in self.decoders.items():
             if not pending:
                 break
+            if isinstance(decoder, hwjpeg.HwJpeg):
+                for i, image in zip(pending, self._batch_call(decoder, [streams[i] for i in pending], stream)):
+                    if image is not None:
+                        out[i] = (image, key)
+                pending = [i for i in pending if out[i][0] is None]
+                continue
+            codes = streams if self.native is None else self._code_streams(streams, pending)
+            given = [i for i in pending if codes[i] is not None]
             try:
-                images = decoder.decode([streams[i] for i in pending], params=self.params,
+                images = decoder.decode([codes[i] for i in given], params=self.params,
                                         cuda_stream=stream.cuda_stream, **({"images": into} if into else {}))
             except RuntimeError:  # the whole call failed: the next step tries every image again
-                images = [None] * len(pending)
-            reused = self.reused if self.reused is not None and len(pending) == len(streams) else None
+                images = [None] * len(given)
+            reused = self.reused if self.reused is not None and len(given) == len(streams) else None
             # a step given every image (the first; a later one when the first call failed): its images are the set's
             if reused is not None:
                 reused.keep(images)
             into = None  # later steps decode the few left over into new images
-            for i, image in zip(pending, images):
+            for i, image in zip(given, images):
                 if image is not None:
                     tensor = reused.view(i, image, wrap) if reused is not None else wrap(image)
                     if tensor.shape[0] == 3:
                         out[i] = (tensor, key)
             pending = [i for i in pending if out[i][0] is None]
         return out
+
+    def _code_streams(self, data: list[bytes], indices: list[int]) -> dict[int, object]:
+        """Code streams for the Python API's steps, made from the bytes the C API took; None where the headers
+        do not parse (the CPU path decides)."""
+        codes: dict[int, object] = {}
+        for i in indices:
+            try:
+                codes[i] = self.nvimgcodec.CodeStream(data[i])
+            except (RuntimeError, ValueError):
+                codes[i] = None
+        return codes
+
+    def _batch_call(self, decoder: hwjpeg.HwJpeg, data: list[bytes],
+                    stream: torch.cuda.Stream) -> list[torch.Tensor | None]:
+        """The hardware step through the C API: the batch parsed, laid out in the lane's next buffer (same sizes
+        side by side), decoded there; a CHW view per image (None where it was not decoded)."""
+        hw = decoder.parse(data)
+        offsets, nbytes, runs = hwjpeg.layout(hw)
+        buffer = self.buffers.take(nbytes, stream)
+        addresses = np.where(hw[:, 0] > 0, buffer.data_ptr() + offsets, 0)
+        try:
+            ok = decoder.decode(hw, addresses, stream.cuda_stream)
+        except RuntimeError:  # the whole call failed: the next step tries every image again
+            return [None] * len(data)
+        images: list[torch.Tensor | None] = [None] * len(data)
+        for h, w, run in runs:
+            step = int(offsets[run[1]] - offsets[run[0]]) if len(run) > 1 else h * w * 3
+            group = buffer.as_strided((len(run), 3, h, w), (step, 1, 3 * w, 3), int(offsets[run[0]]))
+            for image, i in zip(group.unbind(), run):
+                if ok[i]:
+                    images[i] = image
+        return images
 
     def wrap(self, image: object, stream: torch.cuda.Stream) -> torch.Tensor:
         """A decoded image (HWC, on the GPU) as a CHW tensor, no copy: its DLPack capsule, made ready on `stream`.
@@ -376,28 +488,49 @@ class NvImageCodec:
         return self.torch.from_dlpack(image.__dlpack__(stream=stream.cuda_stream)).permute(2, 0, 1)
 
     def probe(self, data: bytes) -> None:
-        """Keep the steps that decode `data` right here; RuntimeError when none does."""
+        """Keep the steps that decode `data` (a 64×64 JPEG) right here; RuntimeError when none does. A C API that
+        does not decode it gives the hardware step back to the Python API."""
         stream, failed = self.torch.cuda.current_stream(self.device), self.failed
+        native = self.native
+        if native is not None and not self._decodes(native, data, stream):
+            native.close()
+            self.api = "C API off: it did not decode a 64×64 JPEG"
+            del self.decoders["gpu_hw"]
+            self._open("gpu_hw", "hardware", "HW_GPU_ONLY")
+            self.decoders = {key: self.decoders[key] for key, _, _ in self.STEPS if key in self.decoders}
         for key, label, _ in self.STEPS:
             decoder = self.decoders.get(key)
-            if decoder is None:
+            if decoder is None or decoder is native:
                 continue
             try:
-                images = decoder.decode([self.prepare(data)] * 2, params=self.params, cuda_stream=stream.cuda_stream)
-                ok = all(image is not None and tuple(image.shape) == (64, 64, 3) for image in images)
+                ok = self._decodes(decoder, data, stream)
             except RuntimeError as exc:
                 ok, failed[label] = False, str(exc)
             if not ok:
                 failed.setdefault(label, "no image decoded")
                 del self.decoders[key]
+                if key == "gpu_hw":
+                    self.reused = None
         if not self.decoders:
             raise RuntimeError("; ".join(f"{label}: {why}" for label, why in failed.items()))
-        first = next(iter(self.decoders.values()))
-        images = first.decode([self.prepare(data)], params=self.params, cuda_stream=stream.cuda_stream)
-        try:  # decoding into given images: not in every nvImageCodec that setup.cfg allows
-            first.decode([self.prepare(data)], params=self.params, cuda_stream=stream.cuda_stream, images=images)
-        except TypeError:
-            self.reused = None
+        if self.reused is not None:
+            first = self.decoders["gpu_hw"]
+            images = first.decode([self.nvimgcodec.CodeStream(data)], params=self.params,
+                                  cuda_stream=stream.cuda_stream)
+            try:  # decoding into given images: not in every nvImageCodec that setup.cfg allows
+                first.decode([self.nvimgcodec.CodeStream(data)], params=self.params, cuda_stream=stream.cuda_stream,
+                             images=images)
+            except TypeError:
+                self.reused = None
+
+    def _decodes(self, decoder: object, data: bytes, stream: torch.cuda.Stream) -> bool:
+        """Whether one step alone decodes `data`, twice in one call, to 64×64 RGB."""
+        if isinstance(decoder, hwjpeg.HwJpeg):
+            return all(image is not None and tuple(image.shape) == (3, 64, 64)
+                       for image in self._batch_call(decoder, [data, data], stream))
+        images = decoder.decode([self.nvimgcodec.CodeStream(data)] * 2, params=self.params,
+                                cuda_stream=stream.cuda_stream)
+        return all(image is not None and tuple(image.shape) == (64, 64, 3) for image in images)
 
 
 LIBRARIES = {"nvimgcodec": NvImageCodec, "torchvision": TorchvisionNvjpeg}
@@ -452,6 +585,7 @@ class GpuDecoder:
     def close(self) -> None:
         for lane in self.lanes:
             lane.thread.shutdown(wait=True, cancel_futures=True)
+            lane.lib.close()
 
     def probe(self) -> None:
         """Decode a small JPEG on the GPU with each step of each lane's library; RuntimeError when none works."""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from batchscore import gpudecode
+from batchscore import gpudecode, hwjpeg
 from batchscore.config import ConfigError, job_from_dict
 from batchscore.gpudecode import ShareTuner, choose_decode, gpu_route, resize_crop_normalise
 from batchscore.preprocess import Preprocess, decode, preprocess
@@ -188,7 +188,8 @@ def test_gpu_tensor_steps_match_the_cpu_path_within_one_level(sample_dir: Path, 
     """The steps after nvJPEG (resize, crop, normalise, channel order), run on the CPU from Pillow's pixels."""
     torch = pytest.importorskip("torch")
     files = sorted(sample_dir.rglob("*.jpg")) + sorted(sample_dir.rglob("*.png"))
-    files.append(files[0])  # two images of one size share one resize call
+    files.append(files[0])  # two images of one size share one resize call, copied into their rows by index
+    files.insert(2, files[1])  # two of one size in adjacent rows: copied as one slice
     pixels = {i: torch.from_numpy(np.asarray(decode(p.read_bytes())).transpose(2, 0, 1).copy())
               for i, p in enumerate(files)}
     assert min(min(t.shape[1:]) for t in pixels.values()) < 256 < max(min(t.shape[1:]) for t in pixels.values())
@@ -297,3 +298,41 @@ def test_a_reused_image_keeps_its_tensor_while_its_buffer_stays() -> None:
     assert sets.view(0, c, wrap) == ("tensor", 4)
     a.shape = (4, 3, 3)
     assert sets.view(0, a, wrap) == ("tensor", 5)
+
+
+class _Buffer:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def numel(self) -> int:
+        return self.n
+
+
+def test_device_buffers_come_round_grow_and_shrink() -> None:
+    """The C API's buffers are taken in turn like reused images (after their event); a short one grows by a
+    quarter, and one over the budget shrinks once batches need less than half of it."""
+    torch = _Events()
+    torch.uint8, torch.empty = "uint8", lambda n, dtype, device: _Buffer(n)
+    buffers = gpudecode.DeviceBuffers(torch, device="cuda:0", budget=10_000)
+    first = [buffers.take(1000, stream=None) for _ in range(gpudecode.Turns.SETS)]
+    assert [b.numel() for b in first] == [1250] * 3
+    assert buffers.take(1200, stream=None) is first[0] and torch.log[-2:] == [("record", 3), ("wait", 1)]
+    assert buffers.take(1300, stream=None).numel() == 1625  # short: a new one, a quarter larger
+    huge = buffers.take(20_000, stream=None)
+    assert huge.numel() == 25_000
+    for _ in range(gpudecode.Turns.SETS - 1):
+        buffers.take(100, stream=None)
+    assert buffers.take(13_000, stream=None) is huge  # over the budget, but half of it is still needed
+    for _ in range(gpudecode.Turns.SETS - 1):
+        buffers.take(100, stream=None)
+    assert buffers.take(100, stream=None).numel() == 320  # at least ALIGN bytes, a quarter more
+
+
+def test_the_c_api_layout_puts_same_sizes_side_by_side_aligned() -> None:
+    """Images of one size sit next to each other at a fixed ALIGN-aligned step, so each run is one strided
+    tensor; unparsed images (0, 0) take no room."""
+    hw = np.array([[2, 3], [0, 0], [5, 7], [2, 3], [1, 1]], dtype=np.uint32)
+    offsets, nbytes, runs = hwjpeg.layout(hw)
+    assert runs == [(1, 1, [4]), (2, 3, [0, 3]), (5, 7, [2])]
+    assert offsets[4] == 0 and (offsets[0], offsets[3], offsets[2]) == (256, 512, 768)
+    assert all(offset % hwjpeg.ALIGN == 0 for offset in offsets) and nbytes == 1024

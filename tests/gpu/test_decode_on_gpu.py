@@ -20,6 +20,7 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
 
+from batchscore import hwjpeg  # noqa: E402
 from batchscore.gpudecode import GpuDecoder, ReusedImages, default_workers, libraries  # noqa: E402
 from batchscore.pipeline import Batch, batches, decode_executor  # noqa: E402
 from batchscore.preprocess import Preprocess  # noqa: E402
@@ -171,11 +172,13 @@ def test_two_lanes_give_the_same_batches_in_order(sample_dir: Path, decoder: Gpu
     np.testing.assert_array_equal(rows(both), rows(one))
 
 
-def test_images_decoded_into_reused_buffers_equal_new_ones(sample_dir: Path) -> None:
-    """nvImageCodec's first step decodes into the image sets of earlier batches (`ReusedImages`): over many
-    batches of images of many sizes, the tensors equal those of a decoder that makes new images every batch."""
+def test_images_decoded_into_reused_buffers_equal_new_ones(sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvImageCodec's first step through its Python API decodes into the image sets of earlier batches
+    (`ReusedImages`): over many batches of images of many sizes, the tensors equal those of a decoder that makes
+    new images every batch."""
     if not libraries("nvimgcodec"):
         pytest.skip("nvimgcodec is not installed")
+    monkeypatch.setenv(hwjpeg.OFF, "0")
     reused, fresh = GpuDecoder(0, library="nvimgcodec", threads=4), GpuDecoder(0, library="nvimgcodec", threads=4)
     try:
         reused.probe(), fresh.probe()
@@ -187,6 +190,52 @@ def test_images_decoded_into_reused_buffers_equal_new_ones(sample_dir: Path) -> 
     assert len(a) > 6 * ReusedImages.SETS and on_gpu(counts(a)) > 30 and counts(a) == counts(b)
     assert [x.errors for x in a] == [x.errors for x in b]
     np.testing.assert_array_equal(rows(a), rows(b))
+
+
+def test_the_c_api_decodes_as_the_python_api(tmp_path: Path, sample_dir: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hardware step a batch a call through nvImageCodec's C API (`hwjpeg`, built here with the machine's
+    compiler): over batches of many image sizes with broken files among them, the same tensors, step counts and
+    errors as through its Python API."""
+    if not libraries("nvimgcodec"):
+        pytest.skip("nvimgcodec is not installed")
+    goods = sorted(sample_dir.rglob("*.jpg"))[:45]
+    for p in goods:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    for name, data in bad_files(goods[0].read_bytes()).items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8" + b"B" * 2048)
+    c_api = GpuDecoder(0, library="nvimgcodec", threads=4)
+    monkeypatch.setenv(hwjpeg.OFF, "0")
+    python_api = GpuDecoder(0, library="nvimgcodec", threads=4)
+    try:
+        c_api.probe(), python_api.probe()
+        assert c_api.lib.native is not None, c_api.lib.label
+        assert python_api.lib.native is None and "C API off" in python_api.lib.label
+        a, b = decode(tmp_path, c_api, batch_size=16), decode(tmp_path, python_api, batch_size=16)
+    finally:
+        c_api.close(), python_api.close()
+    assert len(a) >= 3
+    assert len({Image.open(p).size for p in goods}) > 10  # many sizes in each batch
+    assert counts(a) == counts(b) and counts(a)["gpu_hw"] >= 30, counts(a)
+    assert [x.errors for x in a] == [x.errors for x in b] and sum(bool(e) for x in a for e in x.errors) == 5
+    np.testing.assert_array_equal(rows(a), rows(b))
+
+
+def test_without_a_compiler_the_hardware_step_stays_on_the_python_api(tmp_path: Path, sample_dir: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    if not libraries("nvimgcodec"):
+        pytest.skip("nvimgcodec is not installed")
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("BATCHSCORE_CACHE", str(tmp_path / "cache"))
+    gpu = GpuDecoder(0, library="nvimgcodec", threads=4)
+    try:
+        gpu.probe()
+        assert gpu.lib.native is None and "C API off: OSError" in gpu.lib.label and "no-such-cc" in gpu.lib.label
+        used = counts(decode(sample_dir, gpu))
+    finally:
+        gpu.close()
+    assert used["gpu_hw"] == len(list(sample_dir.rglob("*.jpg"))), used
 
 
 @pytest.mark.parametrize("share", [0.5, None])

@@ -132,7 +132,7 @@ if "head" in sys.argv:
     make("C", prio=True, nosync=True)
     print("ok")
 
-def tree(name, prio=False, switch=False):
+def tree(name, prio=False, switch=0.0):
     dst = OUT / name / "batchscore"
     if dst.parent.exists():
         shutil.rmtree(dst.parent)
@@ -140,7 +140,7 @@ def tree(name, prio=False, switch=False):
     if switch:
         g = (dst / "gpudecode.py").read_text()
         line = "        self.torch, self.library = torch, library\n"
-        (dst / "gpudecode.py").write_text(sub(g, line, line + "        import sys; sys.setswitchinterval(0.001)\n"))
+        (dst / "gpudecode.py").write_text(sub(g, line, line + f"        import sys; sys.setswitchinterval({switch})\n"))
     if prio:
         g = (dst / "gpudecode.py").read_text()
         (dst / "gpudecode.py").write_text(sub(g, "torch.cuda.Stream(self.device),",
@@ -151,7 +151,7 @@ def tree(name, prio=False, switch=False):
 if "tree" in sys.argv:
     tree("N")
     tree("P", prio=True)
-    tree("S", switch=True)
+    tree("S", switch=0.001)
 
 def patched(name, old, new, module="runner.py"):
     """Variant `name`: the working tree with one edit to batchscore/`module`."""
@@ -327,3 +327,12 @@ if "letgo" in sys.argv:  # L: the working tree with timers (`timers`) and the lo
     f = OUT / "M" / "batchscore" / "gpudecode.py"
     f.write_text(sub(f.read_text(), "\nif TYPE_CHECKING:\n    import torch\n", "\nif TYPE_CHECKING:\n    import torch\n" + MALLOPT))
     print("letgo ok")
+
+if "capi" in sys.argv:  # O: the working tree with the hardware step on nvImageCodec's Python API, as before the C
+    patched("O", 'if os.environ.get(hwjpeg.OFF) != "0":', "if False:", module="gpudecode.py")  # API; main: the C API;
+    tree("S", switch=0.0002)  # S: the C API and a 0.2 ms interpreter switch interval (5 ms by default)
+    print("capi ok")
+
+if "ahead" in sys.argv:  # P: the working tree with a third batch beyond the GPU decoder's threads (C API on)
+    patched("P", "gpu_threads + 2 if gpu_threads else 0)", "gpu_threads + 3 if gpu_threads else 0)", module="pipeline.py")
+    print("ahead ok")

@@ -1,0 +1,190 @@
+/* A batch of JPEGs through nvImageCodec's C API in one call, for batchscore/hwjpeg.py (loaded with ctypes,
+   which lets go of the interpreter lock for the whole call).
+
+   Why: nvImageCodec's Python `decode` takes the interpreter lock back once per image, so a rank's other Python
+   threads (read worker, loop) stretch every batch's call; on an H200 that cost end to end about a third of the
+   decoder's rate (docs/performance.md). Here a batch is two calls: `hwjpeg_parse` (code streams and sizes) and
+   `hwjpeg_decode` (into device buffers the caller allocated), each without the lock.
+
+   Plain C against nvimgcodec.h of the installed package; no Python API, so one build serves every Python. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nvimgcodec.h"
+
+typedef struct {
+    nvimgcodecInstance_t instance;
+    nvimgcodecDecoder_t decoder;
+    int capacity;                     /* handles below, kept and reused from batch to batch */
+    nvimgcodecCodeStream_t* streams;
+    nvimgcodecImage_t* images;
+    nvimgcodecProcessingStatus_t* status;
+} hwjpeg_t;
+
+static void hwjpeg_free_handles(hwjpeg_t* h)
+{
+    for (int i = 0; i < h->capacity; i++) {
+        if (h->streams[i]) nvimgcodecCodeStreamDestroy(h->streams[i]);
+        if (h->images[i]) nvimgcodecImageDestroy(h->images[i]);
+    }
+    free(h->streams);
+    free(h->images);
+    free(h->status);
+    h->streams = NULL;
+    h->images = NULL;
+    h->status = NULL;
+    h->capacity = 0;
+}
+
+void hwjpeg_close(hwjpeg_t* h)
+{
+    if (!h) return;
+    hwjpeg_free_handles(h);
+    if (h->decoder) nvimgcodecDecoderDestroy(h->decoder);
+    if (h->instance) nvimgcodecInstanceDestroy(h->instance);
+    free(h);
+}
+
+/* A decoder of one backend kind (4: the hardware decoder) on `device`; *out is NULL on failure and the status
+   says which step failed: 100 + status for the instance, 200 + status for the decoder. */
+int hwjpeg_open(hwjpeg_t** out, int device, int cpu_threads, int backend_kind, const char* extensions)
+{
+    *out = NULL;
+    hwjpeg_t* h = calloc(1, sizeof(hwjpeg_t));
+    if (!h) return NVIMGCODEC_STATUS_ALLOCATOR_FAILURE;
+    nvimgcodecInstanceCreateInfo_t info = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .struct_size = sizeof(nvimgcodecInstanceCreateInfo_t)};
+    info.load_builtin_modules = 1;
+    info.load_extension_modules = 1;
+    info.extension_modules_path = extensions;
+    nvimgcodecStatus_t s = nvimgcodecInstanceCreate(&h->instance, &info);
+    if (s != NVIMGCODEC_STATUS_SUCCESS) {
+        hwjpeg_close(h);
+        return 100 + s;
+    }
+    nvimgcodecBackend_t backend = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_BACKEND, .struct_size = sizeof(nvimgcodecBackend_t)};
+    backend.kind = (nvimgcodecBackendKind_t)backend_kind;
+    backend.params.struct_type = NVIMGCODEC_STRUCTURE_TYPE_BACKEND_PARAMS;
+    backend.params.struct_size = sizeof(nvimgcodecBackendParams_t);
+    backend.params.load_hint = 1.0f;
+    backend.params.load_hint_policy = NVIMGCODEC_LOAD_HINT_POLICY_FIXED;
+    nvimgcodecExecutionParams_t exec = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_EXECUTION_PARAMS, .struct_size = sizeof(nvimgcodecExecutionParams_t)};
+    exec.max_num_cpu_threads = cpu_threads;
+    exec.device_id = device;
+    exec.num_backends = 1;
+    exec.backends = &backend;
+    s = nvimgcodecDecoderCreate(h->instance, &h->decoder, &exec, NULL);
+    if (s != NVIMGCODEC_STATUS_SUCCESS) {
+        hwjpeg_close(h);
+        return 200 + s;
+    }
+    *out = h;
+    return 0;
+}
+
+static int hwjpeg_reserve(hwjpeg_t* h, int n)
+{
+    if (n <= h->capacity) return 0;
+    nvimgcodecCodeStream_t* streams = realloc(h->streams, n * sizeof(*streams));
+    if (streams) h->streams = streams;
+    nvimgcodecImage_t* images = realloc(h->images, n * sizeof(*images));
+    if (images) h->images = images;
+    nvimgcodecProcessingStatus_t* status = realloc(h->status, n * sizeof(*status));
+    if (status) h->status = status;
+    if (!streams || !images || !status) return -1;
+    memset(h->streams + h->capacity, 0, (n - h->capacity) * sizeof(*streams));
+    memset(h->images + h->capacity, 0, (n - h->capacity) * sizeof(*images));
+    h->capacity = n;
+    return 0;
+}
+
+/* Parse n JPEGs: hw[2i], hw[2i+1] = the height and width decode gives (EXIF orientation applied), 0, 0 where
+   nvImageCodec cannot parse the image. The code streams stay for the next hwjpeg_decode; `data` must too. */
+int hwjpeg_parse(hwjpeg_t* h, int n, const unsigned char* const* data, const size_t* sizes, uint32_t* hw)
+{
+    if (hwjpeg_reserve(h, n)) return NVIMGCODEC_STATUS_ALLOCATOR_FAILURE;
+    for (int i = 0; i < n; i++) {
+        hw[2 * i] = hw[2 * i + 1] = 0;
+        if (nvimgcodecCodeStreamCreateFromHostMem(h->instance, &h->streams[i], data[i], sizes[i], NULL)
+            != NVIMGCODEC_STATUS_SUCCESS) {
+            continue;  /* a failed call leaves the handle as it was: still valid, or NULL */
+        }
+        nvimgcodecImageInfo_t info = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_IMAGE_INFO, .struct_size = sizeof(nvimgcodecImageInfo_t)};
+        if (nvimgcodecCodeStreamGetImageInfo(h->streams[i], &info) != NVIMGCODEC_STATUS_SUCCESS
+            || info.num_planes < 1) {
+            continue;
+        }
+        uint32_t height = info.plane_info[0].height, width = info.plane_info[0].width;
+        int turned = info.orientation.rotated == 90 || info.orientation.rotated == 270;
+        hw[2 * i] = turned ? width : height;
+        hw[2 * i + 1] = turned ? height : width;
+    }
+    return 0;
+}
+
+/* Decode the n code streams of the last hwjpeg_parse into buffers[i] (device memory, interleaved RGB uint8,
+   hw[2i] rows of hw[2i+1] * 3 bytes), ordered on `cuda_stream`; ok[i] = 1 where image i was decoded. A NULL
+   buffer skips the image. Returns once the host's part is done; the device's is queued on `cuda_stream`. */
+int hwjpeg_decode(hwjpeg_t* h, int n, const uint32_t* hw, void* const* buffers, cudaStream_t cuda_stream,
+                  uint8_t* ok)
+{
+    if (n > h->capacity) return NVIMGCODEC_STATUS_INVALID_PARAMETER;
+    int* index = malloc((n ? n : 1) * sizeof(int));  /* the images given to the decoder, packed */
+    nvimgcodecCodeStream_t* streams = malloc((n ? n : 1) * sizeof(*streams));
+    nvimgcodecImage_t* images = malloc((n ? n : 1) * sizeof(*images));
+    if (!index || !streams || !images) {
+        free(index);
+        free(streams);
+        free(images);
+        return NVIMGCODEC_STATUS_ALLOCATOR_FAILURE;
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        ok[i] = 0;
+        if (!buffers[i] || !hw[2 * i]) continue;
+        nvimgcodecImageInfo_t info = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_IMAGE_INFO, .struct_size = sizeof(nvimgcodecImageInfo_t)};
+        info.color_spec = NVIMGCODEC_COLORSPEC_SRGB;
+        info.chroma_subsampling = NVIMGCODEC_SAMPLING_NONE;
+        info.sample_format = NVIMGCODEC_SAMPLEFORMAT_I_RGB;
+        info.orientation.struct_type = NVIMGCODEC_STRUCTURE_TYPE_ORIENTATION;
+        info.orientation.struct_size = sizeof(nvimgcodecOrientation_t);
+        info.num_planes = 1;
+        nvimgcodecImagePlaneInfo_t* plane = &info.plane_info[0];
+        plane->struct_type = NVIMGCODEC_STRUCTURE_TYPE_IMAGE_PLANE_INFO;
+        plane->struct_size = sizeof(nvimgcodecImagePlaneInfo_t);
+        plane->height = hw[2 * i];
+        plane->width = hw[2 * i + 1];
+        plane->row_stride = (size_t)hw[2 * i + 1] * 3;
+        plane->num_channels = 3;
+        plane->sample_type = NVIMGCODEC_SAMPLE_DATA_TYPE_UINT8;
+        plane->precision = 8;
+        info.buffer = buffers[i];
+        info.buffer_kind = NVIMGCODEC_IMAGE_BUFFER_KIND_STRIDED_DEVICE;
+        info.cuda_stream = cuda_stream;
+        if (nvimgcodecImageCreate(h->instance, &h->images[i], &info) != NVIMGCODEC_STATUS_SUCCESS) continue;
+        index[m] = i;
+        streams[m] = h->streams[i];
+        images[m] = h->images[i];
+        m++;
+    }
+    nvimgcodecStatus_t s = NVIMGCODEC_STATUS_SUCCESS;
+    if (m) {
+        nvimgcodecDecodeParams_t params = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_DECODE_PARAMS, .struct_size = sizeof(nvimgcodecDecodeParams_t)};
+        params.apply_exif_orientation = 1;
+        nvimgcodecFuture_t future = NULL;
+        s = nvimgcodecDecoderDecode(h->decoder, streams, images, m, &params, &future);
+        if (s == NVIMGCODEC_STATUS_SUCCESS) {
+            size_t got = (size_t)m;
+            nvimgcodecFutureWaitForAll(future);
+            s = nvimgcodecFutureGetProcessingStatus(future, h->status, &got);
+            for (size_t k = 0; s == NVIMGCODEC_STATUS_SUCCESS && k < got; k++)
+                ok[index[k]] = h->status[k] == NVIMGCODEC_PROCESSING_STATUS_SUCCESS;
+        }
+        if (future) nvimgcodecFutureDestroy(future);
+    }
+    free(index);
+    free(streams);
+    free(images);
+    return s;
+}
