@@ -276,6 +276,11 @@ def decoder_checks(have_gpu: bool, spec: object) -> list[Check]:
             for label, kind in (("hardware", "HW_GPU_ONLY"), ("CUDA", "HYBRID_CPU_GPU"), ("CPU", "CPU_ONLY")):
                 tries[f"nvImageCodec {label}"] = (lambda kind=kind: nvimg.Decoder(
                     backends=[nvimg.Backend(getattr(nvimg.BackendKind, kind))]).decode(data).shape, fix)
+            from .hwjpeg import OFF, decode_one
+
+            tries["nvImageCodec hardware, a batch a call (C API)"] = (
+                lambda: decode_one(data, torch), f"set CC to a C compiler, which builds it once per cache; without "
+                f"it (or with {OFF}=0) ranks use the Python API, which holds up the other threads more")
     checks = []
     for label, (attempt, fix) in tries.items():
         try:
@@ -365,7 +370,7 @@ def _hardware_now() -> dict[str, set[str]]:
 def cache_checks(cache_dir: Path | None) -> list[Check]:
     """Engine/compile cache: writable, and its entries usable here, built for other hardware (a cache shared
     by unlike nodes; kept), or stale (built by other software)."""
-    from . import engines
+    from . import engines, hwjpeg
 
     cache_mod, _ = _import("batchscore.enginecache")
     if cache_mod is None:
@@ -385,7 +390,7 @@ def cache_checks(cache_dir: Path | None) -> list[Check]:
                        if field in key and key[field] != value]
         except (OSError, ValueError, KeyError, TypeError):
             key, reasons = None, ["unreadable sidecar"]
-        if key is not None and key.get("kind") not in engines.ENGINE_KINDS:
+        if key is not None and key.get("kind") not in engines.ENGINE_KINDS | {hwjpeg.KIND}:
             reasons.append(f"kind {key.get('kind')}: built by another batchscore version, never read by this one")
         elif key is not None and not entry.exists():
             reasons.append("built file missing")

@@ -30,6 +30,8 @@ from .enginecache import EngineCache, StaleEntry, default_cache_dir
 SOURCE = Path(__file__).with_name("hwjpeg.c")
 #: set to "0" to keep the hardware step on nvImageCodec's Python API
 OFF = "BATCHSCORE_HWJPEG"
+#: the engine-cache kind of the built library
+KIND = "hwjpeg"
 #: nvimgcodecBackendKind_t's NVIMGCODEC_BACKEND_KIND_HW_GPU_ONLY
 HW_GPU_ONLY = 4
 #: bytes between the starts of two images in a buffer
@@ -87,7 +89,7 @@ def library(cache: Path | None = None) -> ctypes.CDLL:
     def digest(path: Path) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
-    key = {"kind": "hwjpeg", "source": digest(SOURCE), "header": digest(include / "nvimgcodec.h"),
+    key = {"kind": KIND, "source": digest(SOURCE), "header": digest(include / "nvimgcodec.h"),
            "library": str(lib.resolve()), "compiler": compiler, "machine": platform.machine()}
     return EngineCache(cache or default_cache_dir()).get(key, lambda out: _build(out, include, lib, compiler), _load,
                                                          suffix=".so").value
