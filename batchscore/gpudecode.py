@@ -761,10 +761,11 @@ def resize_crop_normalise(out: torch.Tensor, decoded: dict[int, torch.Tensor], s
         x = x[:, :, top:top + c, left:left + c]
         if len(same) == 1:
             out[same[0]].copy_(x[0])
+        elif same == list(range(same[0], same[0] + len(same))):  # rows in order (a batch of one size): no index
+            out[same[0]:same[0] + len(same)].copy_(x)
         else:
             out.index_copy_(0, _to_device(torch.tensor(same), out.device), x)
-    scale = _to_device(torch.tensor([1 / (255 * s) for s in spec.std]).view(1, 3, 1, 1), out.device)
-    shift = _to_device(torch.tensor([-m / s for m, s in zip(spec.mean, spec.std)]).view(1, 3, 1, 1), out.device)
+    scale, shift = _affine(out.device, tuple(spec.mean), tuple(spec.std))
     index = None if len(decoded) == len(out) else _to_device(torch.tensor(sorted(decoded)), out.device)
     rows = out if index is None else out.index_select(0, index)
     rows.clamp_(0, 255).round_()  # Pillow's uint8 result
@@ -775,6 +776,22 @@ def resize_crop_normalise(out: torch.Tensor, decoded: dict[int, torch.Tensor], s
         out.index_copy_(0, index, rows)
     elif rows is not out:
         out.copy_(rows)
+
+
+@functools.lru_cache(maxsize=16)
+def _affine(device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) from 0-255 values to normalised ones, made on `device` once.
+
+    Why: each torch call of a decoder thread lets go of the interpreter lock and waits to take it back, and these
+    were eight calls a batch (docs/performance.md, "(tenth)"). Made synchronously, so no lane's stream reads them
+    before they are there."""
+    import torch
+
+    scale = torch.tensor([1 / (255 * s) for s in std]).view(1, 3, 1, 1).to(device)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1).to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return scale, shift
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
