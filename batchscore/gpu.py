@@ -10,7 +10,7 @@ CUDA_CONNECTIONS (the GPU decoder's streams beside the engine's).
 Two ranks of one node that land on the same physical GPU (more ranks than GPUs) is an error
 unless the job sets `share_gpus = true`: by mistake (a launcher that ignores the GPUs) it halves each
 rank's memory and, where the engine bounds the run, its throughput; on purpose it adds a GPU decoder
-where one rank's decoder thread is the bound (two ranks on one H200 scored 1.41-1.80x one rank end to
+where one rank's decoder thread is the bound (two ranks on one H200 scored 1.15-1.80x one rank end to
 end: docs/gpu.md, "Two ranks a GPU").
 """
 

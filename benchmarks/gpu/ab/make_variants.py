@@ -336,3 +336,8 @@ if "capi" in sys.argv:  # O: the working tree with the hardware step on nvImageC
 if "ahead" in sys.argv:  # P: the working tree with a third batch beyond the GPU decoder's threads (C API on)
     patched("P", "gpu_threads + 2 if gpu_threads else 0)", "gpu_threads + 3 if gpu_threads else 0)", module="pipeline.py")
     print("ahead ok")
+
+if "hw4" in sys.argv:  # H: the working tree with the C API's hardware decoder on 4 CPU threads (cores - 1 by default)
+    patched("H", "hwjpeg.HwJpeg(device.index, self.threads)", "hwjpeg.HwJpeg(device.index, min(4, self.threads))",
+            module="gpudecode.py")
+    print("hw4 ok")
