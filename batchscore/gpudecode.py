@@ -462,12 +462,11 @@ class NvImageCodec:
                     stream: torch.cuda.Stream) -> list[torch.Tensor | None]:
         """The hardware step through the C API: the batch parsed, laid out in the lane's next buffer (same sizes
         side by side), decoded there; a CHW view per image (None where it was not decoded)."""
-        hw = decoder.parse(data)
-        offsets, nbytes, runs = hwjpeg.layout(hw)
-        buffer = self.buffers.take(nbytes, stream)
-        addresses = np.where(hw[:, 0] > 0, buffer.data_ptr() + offsets, 0)
         try:
-            ok = decoder.decode(hw, addresses, stream.cuda_stream)
+            hw = decoder.parse(data)
+            offsets, nbytes, runs = hwjpeg.layout(hw)
+            buffer = self.buffers.take(nbytes, stream)
+            ok = decoder.decode(hw, np.where(hw[:, 0] > 0, buffer.data_ptr() + offsets, 0), stream.cuda_stream)
         except RuntimeError:  # the whole call failed: the next step tries every image again
             return [None] * len(data)
         images: list[torch.Tensor | None] = [None] * len(data)
