@@ -463,10 +463,8 @@ class NvImageCodec:
         """The hardware step through the C API: the batch parsed, laid out in the lane's next buffer (same sizes
         side by side), decoded there; a CHW view per image (None where it was not decoded)."""
         try:
-            hw = decoder.parse(data)
-            offsets, nbytes, runs = hwjpeg.layout(hw)
-            buffer = self.buffers.take(nbytes, stream)
-            ok = decoder.decode(hw, np.where(hw[:, 0] > 0, buffer.data_ptr() + offsets, 0), stream.cuda_stream)
+            offsets, runs, buffer, ok = decoder.decode_batch(data, lambda nbytes: self.buffers.take(nbytes, stream),
+                                                             stream.cuda_stream)
         except RuntimeError:  # the whole call failed: the next step tries every image again
             return [None] * len(data)
         images: list[torch.Tensor | None] = [None] * len(data)

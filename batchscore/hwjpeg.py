@@ -20,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -137,21 +138,30 @@ class HwJpeg:
             raise RuntimeError(f"nvImageCodec's hardware decoder failed the batch: nvimgcodecStatus_t {status}")
         return ok.astype(bool)
 
+    def decode_batch(self, data: list[bytes], buffer_for: Callable[[int], object],
+                     cuda_stream: int) -> tuple[np.ndarray, list[tuple[int, int, list[int]]], object, np.ndarray]:
+        """`parse`, `layout` and `decode` in one: the images into the device tensor `buffer_for(bytes needed)`
+        gives. Returns (byte offsets, runs of same-size images, that buffer, decoded or not per image)."""
+        hw = self.parse(data)
+        offsets, nbytes, runs = layout(hw)
+        buffer = buffer_for(nbytes)
+        ok = self.decode(hw, np.where(hw[:, 0] > 0, buffer.data_ptr() + offsets, 0), cuda_stream)
+        return offsets, runs, buffer, ok
+
 
 def decode_one(data: bytes, torch: object) -> tuple[int, int, int]:
     """Decode one JPEG on the current GPU through the C API (batchscore doctor): its (height, width, channels)."""
     decoder = HwJpeg(torch.cuda.current_device(), 1)
     try:
-        hw = decoder.parse([data])
-        offsets, nbytes, _ = layout(hw)
-        buffer = torch.empty(max(nbytes, ALIGN), dtype=torch.uint8, device="cuda")
-        ok = decoder.decode(hw, buffer.data_ptr() + offsets, torch.cuda.current_stream().cuda_stream)
+        _, runs, _, ok = decoder.decode_batch(
+            [data], lambda nbytes: torch.empty(max(nbytes, ALIGN), dtype=torch.uint8, device="cuda"),
+            torch.cuda.current_stream().cuda_stream)
         torch.cuda.synchronize()
     finally:
         decoder.close()
     if not ok[0]:
         raise RuntimeError("the hardware decoder did not decode it")
-    return int(hw[0, 0]), int(hw[0, 1]), 3
+    return runs[0][0], runs[0][1], 3
 
 
 def layout(hw: np.ndarray) -> tuple[np.ndarray, int, list[tuple[int, int, list[int]]]]:
