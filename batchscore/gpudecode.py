@@ -269,32 +269,22 @@ class Turns:
 
 
 class DeviceBuffers(Turns):
-    """A lane's buffers for the hardware decoder's C API (`hwjpeg`), a set a batch, taken in turn (`next_turn`):
-    the device buffer the batch is decoded into, and the page-locked host buffer its JPEG bytes are copied to for
-    the decoder's copies to the GPU (`hwjpeg.HwJpeg.parse`)."""
+    """A lane's device buffers that the hardware decoder's C API (`hwjpeg`) decodes batches into, in turn."""
 
     def __init__(self, torch: object, device: torch.device, budget: int = 1 << 30) -> None:
         super().__init__(torch)
         self.device, self.budget = device, budget
-        self.buffers: dict[str, list[torch.Tensor | None]] = {"device": [None] * self.SETS, "host": [None] * self.SETS}
+        self.buffers: list[torch.Tensor | None] = [None] * self.SETS
 
-    def on_device(self, nbytes: int) -> torch.Tensor:
-        """This turn's device buffer, at least `nbytes` long (`_fit`)."""
-        return self._fit("device", nbytes)
-
-    def on_host(self, nbytes: int) -> torch.Tensor:
-        """This turn's page-locked host buffer, at least `nbytes` long (`_fit`)."""
-        return self._fit("host", nbytes)
-
-    def _fit(self, kind: str, nbytes: int) -> torch.Tensor:
-        """This turn's `kind` buffer: grown by a quarter when short; one over `budget` bytes (very large photos)
-        shrinks again once the batches need less than half of it."""
-        buffers, torch = self.buffers[kind], self.torch
-        buffer = buffers[self.turn]
+    def take(self, nbytes: int, stream: torch.cuda.Stream) -> torch.Tensor:
+        """The next buffer, at least `nbytes` long: grown by a quarter when short; one over `budget` bytes (very
+        large photos) shrinks again once the batches need less than half of it."""
+        turn, torch = self.next_turn(stream), self.torch
+        buffer = self.buffers[turn]
         if buffer is None or buffer.numel() < nbytes or buffer.numel() > max(self.budget, 2 * nbytes):
-            buffers[self.turn] = None  # the old one is freed (once its last view is) before the new one
-            where = {"device": self.device} if kind == "device" else {"pin_memory": True}
-            buffer = buffers[self.turn] = torch.empty(max(nbytes, hwjpeg.ALIGN) * 5 // 4, dtype=torch.uint8, **where)
+            buffer = self.buffers[turn] = None  # the old one is freed (once its last view is) before the new one
+            buffer = self.buffers[turn] = torch.empty(max(nbytes, hwjpeg.ALIGN) * 5 // 4, dtype=torch.uint8,
+                                                      device=self.device)
         return buffer
 
 
@@ -470,13 +460,11 @@ class NvImageCodec:
 
     def _batch_call(self, decoder: hwjpeg.HwJpeg, data: list[bytes],
                     stream: torch.cuda.Stream) -> list[torch.Tensor | None]:
-        """The hardware step through the C API: the batch parsed from the lane's next page-locked buffer, laid out
-        in its next device buffer (same sizes side by side), decoded there; a CHW view per image (None where it was
-        not decoded)."""
-        self.buffers.next_turn(stream)
+        """The hardware step through the C API: the batch parsed, laid out in the lane's next buffer (same sizes
+        side by side), decoded there; a CHW view per image (None where it was not decoded)."""
         try:
-            offsets, runs, buffer, ok = decoder.decode_batch(data, self.buffers.on_device, stream.cuda_stream,
-                                                             self.buffers.on_host)
+            offsets, runs, buffer, ok = decoder.decode_batch(data, lambda nbytes: self.buffers.take(nbytes, stream),
+                                                             stream.cuda_stream)
         except RuntimeError:  # the whole call failed: the next step tries every image again
             return [None] * len(data)
         images: list[torch.Tensor | None] = [None] * len(data)

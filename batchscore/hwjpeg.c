@@ -3,9 +3,8 @@
 
    Why: nvImageCodec's Python `decode` takes the interpreter lock back once per image, so a rank's other Python
    threads (read worker, loop) stretch every batch's call; on an H200 that cost end to end about a third of the
-   decoder's rate (docs/performance.md). Here a batch is two calls: `hwjpeg_parse` (code streams and sizes, the
-   bytes copied to page-locked memory the caller gives) and `hwjpeg_decode` (into device buffers the caller
-   allocated), each without the lock.
+   decoder's rate (docs/performance.md). Here a batch is two calls: `hwjpeg_parse` (code streams and sizes) and
+   `hwjpeg_decode` (into device buffers the caller allocated), each without the lock.
 
    Plain C against nvimgcodec.h of the installed package; no Python API, so one build serves every Python. */
 #include <stddef.h>
@@ -101,22 +100,13 @@ static int hwjpeg_reserve(hwjpeg_t* h, int n)
 }
 
 /* Parse n JPEGs: hw[2i], hw[2i+1] = the height and width decode gives (EXIF orientation applied), 0, 0 where
-   nvImageCodec cannot parse the image. With `staging` (else NULL), image i is first copied to staging[i]
-   (page-locked memory, sizes[i] bytes) and decoded from there, so the decoder's copies to the GPU are queued
-   instead of staged by the driver while its thread waits. The code streams stay for the next hwjpeg_decode;
-   the bytes they point into (`data`, or `staging`) must too. */
-int hwjpeg_parse(hwjpeg_t* h, int n, const unsigned char* const* data, const size_t* sizes, uint32_t* hw,
-                 unsigned char* const* staging)
+   nvImageCodec cannot parse the image. The code streams stay for the next hwjpeg_decode; `data` must too. */
+int hwjpeg_parse(hwjpeg_t* h, int n, const unsigned char* const* data, const size_t* sizes, uint32_t* hw)
 {
     if (hwjpeg_reserve(h, n)) return NVIMGCODEC_STATUS_ALLOCATOR_FAILURE;
     for (int i = 0; i < n; i++) {
         hw[2 * i] = hw[2 * i + 1] = 0;
-        const unsigned char* bytes = data[i];
-        if (staging) {
-            memcpy(staging[i], data[i], sizes[i]);
-            bytes = staging[i];
-        }
-        if (nvimgcodecCodeStreamCreateFromHostMem(h->instance, &h->streams[i], bytes, sizes[i], NULL)
+        if (nvimgcodecCodeStreamCreateFromHostMem(h->instance, &h->streams[i], data[i], sizes[i], NULL)
             != NVIMGCODEC_STATUS_SUCCESS) {
             continue;  /* a failed call leaves the handle as it was: still valid, or NULL */
         }

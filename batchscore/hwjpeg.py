@@ -7,10 +7,7 @@ a pure-Python loop 0.7-0.8 times, and end to end a rank scored about two thirds 
 (docs/performance.md). Through ctypes each of a batch's two calls (parse, decode) lets go of the lock once.
 
 The decoder writes into device buffers the caller gives (interleaved RGB, uint8), so nothing is allocated per
-image, and reads each batch's bytes from a page-locked host buffer the caller gives, which `hwjpeg_parse` copies
-them to: from Python's bytes (pageable memory) the driver stages each image's copy to the GPU while the decoding
-thread waits (the hardware decoder alone 18.4-19.5k img/s from bytes, 23.3-26.2k from page-locked memory, same
-pixels; docs/performance.md). Where this cannot be built or opened (no compiler, a decoder that does not open), HwJpeg raises, the rank's
+image. Where this cannot be built or opened (no compiler, a decoder that does not open), HwJpeg raises, the rank's
 log says why, and gpudecode keeps the Python API, as it does with BATCHSCORE_HWJPEG=0 in the environment.
 """
 
@@ -73,7 +70,7 @@ def _load(path: Path) -> ctypes.CDLL:
         raise StaleEntry(str(exc)) from exc
     p, i = ctypes.c_void_p, ctypes.c_int
     for name, args in (("hwjpeg_open", [ctypes.POINTER(p), i, i, i, ctypes.c_char_p]), ("hwjpeg_close", [p]),
-                       ("hwjpeg_parse", [p, i, ctypes.POINTER(ctypes.c_char_p), p, p, p]),
+                       ("hwjpeg_parse", [p, i, ctypes.POINTER(ctypes.c_char_p), p, p]),
                        ("hwjpeg_decode", [p, i, p, p, p, p])):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = None if name == "hwjpeg_close" else i
@@ -117,27 +114,20 @@ class HwJpeg:
             self.lib.hwjpeg_close(self.handle)
             self.handle = ctypes.c_void_p()
 
-    def parse(self, data: list[bytes], host_for: Callable[[int], object] | None = None) -> np.ndarray:
-        """(height, width) per image as decode gives it (EXIF orientation applied); (0, 0) where unparseable.
-        host_for(bytes needed): a page-locked host tensor that the bytes are copied to and decoded from."""
+    def parse(self, data: list[bytes]) -> np.ndarray:
+        """(height, width) per image as decode gives it (EXIF orientation applied); (0, 0) where unparseable."""
         n = len(data)
         self.data = (ctypes.c_char_p * n)(*data)
         sizes = np.fromiter(map(len, data), dtype=np.uintp, count=n)
-        staging = None
-        if host_for is not None:
-            room = -(-sizes // ALIGN) * ALIGN
-            staging = (host_for(int(room.sum())).data_ptr() + np.cumsum(room) - room).astype(np.uintp)
         hw = np.zeros((n, 2), dtype=np.uint32)
-        status = self.lib.hwjpeg_parse(self.handle, n, self.data, sizes.ctypes.data, hw.ctypes.data,
-                                       None if staging is None else staging.ctypes.data)
+        status = self.lib.hwjpeg_parse(self.handle, n, self.data, sizes.ctypes.data, hw.ctypes.data)
         if status:
             raise RuntimeError(f"nvImageCodec could not parse the batch: nvimgcodecStatus_t {status}")
         return hw
 
     def decode(self, hw: np.ndarray, buffers: np.ndarray, cuda_stream: int) -> np.ndarray:
         """Decode the last `parse`'s images into `buffers` (device addresses, 0 to skip one), queued on
-        `cuda_stream`: True where an image was decoded. The last `parse`'s bytes may be let go after, but not its
-        page-locked buffer before the queued work is done."""
+        `cuda_stream`: True where an image was decoded. The last `parse`'s bytes may be let go after."""
         hw = np.ascontiguousarray(hw, dtype=np.uint32)
         buffers = np.ascontiguousarray(buffers, dtype=np.uintp)
         ok = np.zeros(len(hw), dtype=np.uint8)
@@ -148,13 +138,11 @@ class HwJpeg:
             raise RuntimeError(f"nvImageCodec's hardware decoder failed the batch: nvimgcodecStatus_t {status}")
         return ok.astype(bool)
 
-    def decode_batch(self, data: list[bytes], buffer_for: Callable[[int], object], cuda_stream: int,
-                     host_for: Callable[[int], object] | None = None,
-                     ) -> tuple[np.ndarray, list[tuple[int, int, list[int]]], object, np.ndarray]:
-        """`parse` (from `host_for`'s page-locked buffer, if given), `layout` and `decode` in one: the images into
-        the device tensor `buffer_for(bytes needed)` gives. Returns (byte offsets, runs of same-size images, that
-        buffer, decoded or not per image)."""
-        hw = self.parse(data, host_for)
+    def decode_batch(self, data: list[bytes], buffer_for: Callable[[int], object],
+                     cuda_stream: int) -> tuple[np.ndarray, list[tuple[int, int, list[int]]], object, np.ndarray]:
+        """`parse`, `layout` and `decode` in one: the images into the device tensor `buffer_for(bytes needed)`
+        gives. Returns (byte offsets, runs of same-size images, that buffer, decoded or not per image)."""
+        hw = self.parse(data)
         offsets, nbytes, runs = layout(hw)
         buffer = buffer_for(nbytes)
         ok = self.decode(hw, np.where(hw[:, 0] > 0, buffer.data_ptr() + offsets, 0), cuda_stream)

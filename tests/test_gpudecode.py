@@ -310,37 +310,22 @@ class _Buffer:
 
 def test_device_buffers_come_round_grow_and_shrink() -> None:
     """The C API's buffers are taken in turn like reused images (after their event); a short one grows by a
-    quarter, and one over the budget shrinks once batches need less than half of it. Each turn also has a
-    page-locked host buffer of its own, kept by the same rule."""
-    torch, made = _Events(), []
-
-    def empty(n: int, dtype: str, **where: object) -> _Buffer:
-        made.append(where)
-        return _Buffer(n)
-
-    torch.uint8, torch.empty = "uint8", empty
+    quarter, and one over the budget shrinks once batches need less than half of it."""
+    torch = _Events()
+    torch.uint8, torch.empty = "uint8", lambda n, dtype, device: _Buffer(n)
     buffers = gpudecode.DeviceBuffers(torch, device="cuda:0", budget=10_000)
-
-    def take(nbytes: int) -> _Buffer:
-        buffers.next_turn(stream=None)
-        return buffers.on_device(nbytes)
-
-    first = [take(1000) for _ in range(gpudecode.Turns.SETS)]
-    assert [b.numel() for b in first] == [1250] * 3 and made == [{"device": "cuda:0"}] * 3
-    assert take(1200) is first[0] and torch.log[-2:] == [("record", 3), ("wait", 1)]
-    host = buffers.on_host(900)
-    assert made[-1] == {"pin_memory": True} and host.numel() == 1125 and buffers.on_device(1200) is first[0]
-    assert take(1300).numel() == 1625  # short: a new one, a quarter larger
-    huge = take(20_000)
+    first = [buffers.take(1000, stream=None) for _ in range(gpudecode.Turns.SETS)]
+    assert [b.numel() for b in first] == [1250] * 3
+    assert buffers.take(1200, stream=None) is first[0] and torch.log[-2:] == [("record", 3), ("wait", 1)]
+    assert buffers.take(1300, stream=None).numel() == 1625  # short: a new one, a quarter larger
+    huge = buffers.take(20_000, stream=None)
     assert huge.numel() == 25_000
     for _ in range(gpudecode.Turns.SETS - 1):
-        take(100)
-    assert take(13_000) is huge  # over the budget, but half of it is still needed
+        buffers.take(100, stream=None)
+    assert buffers.take(13_000, stream=None) is huge  # over the budget, but half of it is still needed
     for _ in range(gpudecode.Turns.SETS - 1):
-        take(100)
-    assert take(100).numel() == 320  # at least ALIGN bytes, a quarter more
-    take(100)
-    assert buffers.on_host(500) is host  # the first turn's host buffer came round with it
+        buffers.take(100, stream=None)
+    assert buffers.take(100, stream=None).numel() == 320  # at least ALIGN bytes, a quarter more
 
 
 def test_the_c_api_layout_puts_same_sizes_side_by_side_aligned() -> None:
