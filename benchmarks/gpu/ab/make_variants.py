@@ -341,3 +341,50 @@ if "hw4" in sys.argv:  # H: the working tree with the C API's hardware decoder o
     patched("H", "hwjpeg.HwJpeg(device.index, self.threads)", "hwjpeg.HwJpeg(device.index, min(4, self.threads))",
             module="gpudecode.py")
     print("hw4 ok")
+
+PRELOAD = '''
+_CACHE: dict[str, bytes] = {}
+if os.environ.get("EXP_PRELOAD"):  # every file under it read into memory at import: reads without system calls
+    for _d, _, _fs in os.walk(os.environ["EXP_PRELOAD"]):
+        for _f in _fs:
+            with open(os.path.join(_d, _f), "rb") as _h:
+                _CACHE[os.path.join(_d, _f)] = _h.read()
+'''
+
+if "preload" in sys.argv:  # M: the working tree with files read from memory (EXP_PRELOAD) instead of the file system,
+    # to see what the read worker's system calls (each lets go of the interpreter lock) cost end to end; Z: M without
+    # gpu_route's header check
+    for name in "MZ":
+        patched(name, "\nclass Reader:\n", PRELOAD + "\n\nclass Reader:\n", module="sources.py")
+        f = OUT / name / "batchscore" / "sources.py"
+        f.write_text(sub(f.read_text(), '        if item.kind == "file":\n',
+                         '        if item.kind == "file" and item.path in _CACHE:\n            return _CACHE[item.path]\n'
+                         '        if item.kind == "file":\n'))
+    f = OUT / "Z" / "batchscore" / "gpudecode.py"
+    f.write_text(sub(f.read_text(), "if data is not None and not gpu_route(data, max_pixels):",
+                     "if data is not None:"))
+    print("preload ok")
+
+if "pinned" in sys.argv:  # at a116526 (each batch's bytes copied to a page-locked buffer first, DeviceBuffers.on_host,
+    # taken out again after): O = that tree reading them from Python's bytes (pageable memory), as before; main = a116526
+    patched("O", "stream.cuda_stream,\n                                                             self.buffers.on_host)",
+            "stream.cuda_stream)", module="gpudecode.py")
+    print("pinned ok")
+
+if "decodestream" in sys.argv:  # T: the working tree (at 75a9f3c) with the C API's decode calls on a stream of their
+    # own, the lane's stream (the resize) waiting for it: py-spy (h200-pyspy-gil-c-api.json) found the decoder thread
+    # in Turns.next_turn's event wait, and nvImageCodec may order its decode after the work already on the stream
+    # it is given, which is the last batch's resize, slowed beside the engine. Not run yet.
+    patched("T", """            offsets, runs, buffer, ok = decoder.decode_batch(data, lambda nbytes: self.buffers.take(nbytes, stream),
+                                                             stream.cuda_stream)
+        except RuntimeError:  # the whole call failed: the next step tries every image again
+            return [None] * len(data)
+""", """            if not hasattr(self, "decode_stream"):
+                self.decode_stream = self.torch.cuda.Stream(self.device)
+            offsets, runs, buffer, ok = decoder.decode_batch(data, lambda nbytes: self.buffers.take(nbytes, stream),
+                                                             self.decode_stream.cuda_stream)
+            stream.wait_stream(self.decode_stream)
+        except RuntimeError:  # the whole call failed: the next step tries every image again
+            return [None] * len(data)
+""", module="gpudecode.py")
+    print("decodestream ok")
