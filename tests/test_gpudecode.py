@@ -336,3 +336,33 @@ def test_the_c_api_layout_puts_same_sizes_side_by_side_aligned() -> None:
     assert runs == [(1, 1, [4]), (2, 3, [0, 3]), (5, 7, [2])]
     assert offsets[4] == 0 and (offsets[0], offsets[3], offsets[2]) == (256, 512, 768)
     assert all(offset % hwjpeg.ALIGN == 0 for offset in offsets) and nbytes == 1024
+
+
+def test_the_c_api_runs_reach_the_resize_as_strided_views_and_give_the_same_rows(sample_dir: Path) -> None:
+    """Images laid out as the C API decodes them (HWC, same sizes side by side) reach the resize as one view of
+    the buffer a size, no stacked copy, and give exactly the rows that separate images give; an image not
+    decoded has no view, and the views left around that hole are stacked."""
+    torch = pytest.importorskip("torch")
+    pixels = [np.asarray(decode(p.read_bytes())) for p in sorted(sample_dir.rglob("*.jpg"))[:3]]
+    hwc = [pixels[k] for k in (0, 1, 0, 2, 0, 1, 0)]
+    offsets, nbytes, runs = hwjpeg.layout(np.array([a.shape[:2] for a in hwc], dtype=np.uint32))
+    buffer = torch.zeros(nbytes, dtype=torch.uint8)
+    for a, offset in zip(hwc, offsets):
+        buffer[offset:offset + a.size] = torch.from_numpy(a.reshape(-1))
+    ok = np.ones(len(hwc), dtype=bool)
+    ok[2] = False
+    views = gpudecode.run_views(buffer, offsets, runs, ok)
+    assert views[2] is None
+    decoded = {i: view for i, view in enumerate(views) if view is not None}
+    copies = {i: torch.from_numpy(hwc[i].transpose(2, 0, 1).copy()) for i in decoded}
+    for images, same, view in ((decoded, [1, 5], True), (decoded, [3], True), (decoded, [0, 4, 6], False),
+                               (copies, [0, 4], False)):
+        x = gpudecode.batched([images[i] for i in same])
+        assert (x.data_ptr() == images[same[0]].data_ptr()) == view  # the buffer itself, or a copy
+        assert torch.equal(x, torch.stack([copies[i] for i in same]))
+    spec = Preprocess()
+    out_views, out_copies = (torch.full((len(hwc), *spec.shape), float("nan")) for _ in range(2))
+    resize_crop_normalise(out_views, decoded, spec)
+    resize_crop_normalise(out_copies, copies, spec)
+    assert torch.equal(out_views[list(decoded)], out_copies[list(decoded)])
+    assert out_views[2].isnan().all()
