@@ -371,20 +371,36 @@ if "pinned" in sys.argv:  # at a116526 (each batch's bytes copied to a page-lock
             "stream.cuda_stream)", module="gpudecode.py")
     print("pinned ok")
 
-if "decodestream" in sys.argv:  # T: the working tree (at 75a9f3c) with the C API's decode calls on a stream of their
-    # own, the lane's stream (the resize) waiting for it: py-spy (h200-pyspy-gil-c-api.json) found the decoder thread
-    # in Turns.next_turn's event wait, and nvImageCodec may order its decode after the work already on the stream
-    # it is given, which is the last batch's resize, slowed beside the engine. Not run yet.
-    patched("T", """            offsets, runs, buffer, ok = decoder.decode_batch(data, lambda nbytes: self.buffers.take(nbytes, stream),
+DECODE_CALL = """            offsets, runs, buffer, ok = decoder.decode_batch(data, lambda nbytes: self.buffers.take(nbytes, stream),
                                                              stream.cuda_stream)
         except RuntimeError:  # the whole call failed: the next step tries every image again
             return [None] * len(data)
-""", """            if not hasattr(self, "decode_stream"):
+"""
+DECODE_STREAM = """            if not hasattr(self, "decode_stream"):
                 self.decode_stream = self.torch.cuda.Stream(self.device)
             offsets, runs, buffer, ok = decoder.decode_batch(data, lambda nbytes: self.buffers.take(nbytes, stream),
                                                              self.decode_stream.cuda_stream)
             stream.wait_stream(self.decode_stream)
         except RuntimeError:  # the whole call failed: the next step tries every image again
             return [None] * len(data)
-""", module="gpudecode.py")
+"""
+
+if "base" in sys.argv:  # B: the working tree as it is, kept as the baseline before the working tree changes
+    tree("B")
+
+if "decodestream" in sys.argv:  # T: the working tree (at 75a9f3c) with the C API's decode calls on a stream of their
+    # own, the lane's stream (the resize) waiting for it: py-spy (h200-pyspy-gil-c-api.json) found the decoder thread
+    # in Turns.next_turn's event wait, and nvImageCodec may order its decode after the work already on the stream
+    # it is given, which is the last batch's resize, slowed beside the engine.
+    patched("T", DECODE_CALL, DECODE_STREAM, module="gpudecode.py")
     print("decodestream ok")
+
+if "strided" in sys.argv:  # on the working tree with `batched` (each size's run of the C API's buffer passed to the
+    # resize as one strided view, no torch.stack): U = it + decodestream's T. Run with B made at 5f79194 ("base")
+    patched("U", DECODE_CALL, DECODE_STREAM, module="gpudecode.py")
+    # the view to float: G converts it straight to contiguous float; L keeps its channels-last layout (the resize
+    # runs on that), K makes it contiguous uint8 first (probe_strided.py times the kernels alone)
+    line = "batched([decoded[i] for i in same]).to(torch.float32, memory_format=torch.contiguous_format)"
+    patched("L", line, "batched([decoded[i] for i in same]).float()", module="gpudecode.py")
+    patched("K", line, "batched([decoded[i] for i in same]).contiguous().float()", module="gpudecode.py")
+    print("strided ok")
