@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import (BACKENDS, CALIB_METHODS, COMPILE_MODES, DECODE_MODES, GPU_DECODERS, PRECISIONS, ConfigError,
-                     Job, load_job)
+from .config import (BACKENDS, CALIB_METHODS, COMPILE_MODES, DECODE_MODES, GPU_DECODERS, PRECISIONS, WORKER_KINDS,
+                     ConfigError, Job, load_job)
 from .gpu import cuda_defaults
 
 DEMO_JOB = Path("jobs/demo.toml")
@@ -45,7 +45,10 @@ def add_job_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g.add_argument("--top-k", type=int, metavar="K")
     g.add_argument("--save-outputs", nargs="*", metavar="NAME",
                    help="keep full model outputs in scores.h5 (no names: all outputs)")
-    g.add_argument("--workers", type=int, metavar="N", help="decode threads per rank (0: from the cores)")
+    g.add_argument("--workers", type=int, metavar="N", help="decode workers per rank (0: from the cores)")
+    g.add_argument("--worker-kind", choices=WORKER_KINDS,
+                   help="CPU decode workers as processes (faster on many cores) or threads; auto (default): "
+                        "processes from 4 cores a rank")
     g.add_argument("--threads", type=int, metavar="N", help="inference threads per rank (0: from the cores)")
     g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing result")
     return g
@@ -62,7 +65,8 @@ def job_from_args(args: argparse.Namespace) -> Job:
         model=args.model.resolve() if args.model else None,
         output=args.output.resolve() if args.output else None,
         batch_size=args.batch_size, backend=args.backend, precision=args.precision, top_k=args.top_k,
-        save_outputs=save, workers=args.workers, threads=args.threads, overwrite=args.overwrite,
+        save_outputs=save, workers=args.workers, worker_kind=args.worker_kind, threads=args.threads,
+        overwrite=args.overwrite,
         compile=args.compile, cache_dir=args.cache_dir.resolve() if args.cache_dir else None,
         # score's own: accuracy decodes every image once on the CPU for all precisions, build decodes none
         decode=getattr(args, "decode", None), gpu_decoder=getattr(args, "gpu_decoder", None),

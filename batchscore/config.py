@@ -20,10 +20,12 @@ COMPILE_MODES = ("eager", "cudagraph", "compiled")
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("entropy", "percentile", "minmax")
 DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
+WORKER_KINDS = ("auto", "process", "thread")  # how CPU decode workers run (decodeprocs.py)
 GPU_DECODERS = ("auto", "nvimgcodec", "torchvision")
 #: job keys whose value must be one of a fixed list
 CHOICES = {"backend": BACKENDS, "precision": PRECISIONS, "calib_method": CALIB_METHODS,
-           "compile": COMPILE_MODES, "decode": DECODE_MODES, "gpu_decoder": GPU_DECODERS}
+           "compile": COMPILE_MODES, "decode": DECODE_MODES, "gpu_decoder": GPU_DECODERS,
+           "worker_kind": WORKER_KINDS}
 
 
 class ConfigError(ValueError):
@@ -46,6 +48,7 @@ class Job:
     labels: Path | None = None
     hdf5_dataset: str = "images"
     workers: int = 0
+    worker_kind: str = "auto"
     threads: int = 0
     commit_every: int = 8
     overwrite: bool = False
@@ -118,6 +121,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "labels": (_PATH, "path"),
     "hdf5_dataset": ((str,), "str"),
     "workers": ((int,), "int"),
+    "worker_kind": ((str,), "str"),
     "threads": ((int,), "int"),
     "commit_every": ((int,), "int"),
     "overwrite": ((bool,), "bool"),

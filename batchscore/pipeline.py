@@ -1,12 +1,13 @@
-"""Decode/preprocess stage: read and decode images in worker threads, ahead of the engine.
+"""Decode/preprocess stage: read and decode images in worker threads (or processes they feed), ahead of the engine.
 
-Threads, not processes: Pillow's JPEG decoder and resampler and numpy's arithmetic release the
-GIL (about 5% of a sample image's decode time holds it), and threads write each image straight
-into its batch's array, so no batch is pickled between processes nor stacked from a list.
-Measured on 2 cores, decode only (docs/performance.md): 2 threads 514 img/s against 262 on one
-core; 2 processes returning pickled batches 380; 2 processes writing into shared memory no
-faster than threads. A ring of reused batch arrays saved about 1% of decode time: not worth a
-batch that turns invalid when the next one is asked for, so each batch gets a fresh array.
+The worker threads decode each image straight into its batch's array (Pillow's JPEG decoder and
+resampler and numpy's arithmetic release the GIL, about 5% of a sample image's decode time holds
+it), or, from 4 cores a rank (worker_kind = "auto"; or "process"), each thread hands a share of the
+batch to a decode process of the rank (decodeprocs.py) and copies its rows back: on 2 cores threads
+scored the sample faster, on 16 cores processes decoded 3.8x faster (docs/performance.md). No batch
+is pickled between processes nor stacked from a list. A ring of reused batch arrays saved about 1% of
+decode time: not worth a batch that turns invalid when the next one is asked for, so each batch
+gets a fresh array.
 
 Work is submitted per image, in order, with at most `prefetch` batches in flight (a bounded
 queue), so memory stays flat on any archive size and output order is the input order. Tar shards
@@ -19,6 +20,7 @@ it, `decode = "hybrid"`); its tensors are then a torch tensor on that GPU.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
@@ -33,10 +35,16 @@ from .preprocess import DecodeError, Preprocess, preprocess
 from .sources import Item, Reader
 
 if TYPE_CHECKING:
+    from .decodeprocs import DecodeProcesses
     from .gpudecode import GpuDecoder
+
+#: the most images one decode process's request carries (decodeprocs.py's block holds that many rows)
+SHARE_ROWS = 16
 
 #: (a call that waits for the batch and returns it, the futures to cancel if the consumer stops)
 Started = tuple[Callable[[], "Batch"], list[Future]]
+#: one image decoded on the CPU: (error or "", read seconds, decode seconds)
+Row = tuple[str, float, float]
 
 
 @dataclass
@@ -168,7 +176,7 @@ def read_item(item: Item, ahead: Future | None = None, index: int = 0) -> tuple[
 
 
 def decode_into(out: np.ndarray, item: Item, spec: Preprocess, draft: bool = False, ahead: Future | None = None,
-                index: int = 0) -> tuple[str, float, float]:
+                index: int = 0) -> Row:
     """Read and preprocess one item into `out`; returns (error or "", read seconds, decode seconds)."""
     data, error, read_s = read_item(item, ahead, index)
     if data is None:
@@ -180,6 +188,16 @@ def decode_into(out: np.ndarray, item: Item, spec: Preprocess, draft: bool = Fal
     except DecodeError as exc:
         error = str(exc)
     return error, read_s, time.perf_counter() - t1
+
+
+def decode_share(out: np.ndarray, items: Sequence[Item], spec: Preprocess, draft: bool = False) -> list[Row]:
+    """Read and decode `items` into the rows of `out` in this thread, tar members in large reads first
+    (`read_ahead`), whose seconds count once, on the first row: a decode process's request (decodeprocs.py)."""
+    ahead = _Inline().submit(read_ahead, items)
+    rows = [decode_into(out[j], item, spec, draft, ahead, j) for j, item in enumerate(items)]
+    if rows:
+        rows[0] = (rows[0][0], rows[0][1] + ahead.result().seconds, rows[0][2])
+    return rows
 
 
 class _Inline(Executor):
@@ -196,14 +214,22 @@ def decode_executor(workers: int) -> Executor:
     return ThreadPoolExecutor(workers, thread_name_prefix="decode") if workers else _Inline()
 
 
-def cpu_batch(chunk: Sequence[Item], spec: Preprocess, executor: Executor, draft: bool = False) -> Started:
-    """Start decoding `chunk` on the CPU workers, each image straight into the batch's array."""
+def cpu_batch(chunk: Sequence[Item], spec: Preprocess, executor: Executor, draft: bool = False,
+              procs: DecodeProcesses | None = None) -> Started:
+    """Start decoding `chunk` on the CPU workers, each image straight into the batch's array; with `procs`, each
+    worker hands a share of it (one a process, SHARE_ROWS images at most) to a decode process."""
     array = np.empty((len(chunk), *spec.shape), np.float32)
-    ahead = start_read_ahead(chunk, executor)
-    futures = [executor.submit(decode_into, array[i], it, spec, draft, ahead, i) for i, it in enumerate(chunk)]
+    if procs is None:
+        ahead = start_read_ahead(chunk, executor)
+        futures = [executor.submit(decode_into, array[i], it, spec, draft, ahead, i) for i, it in enumerate(chunk)]
+    else:  # each share reads its own tar members ahead, in its process
+        ahead, n = None, max(1, min(SHARE_ROWS, -(-len(chunk) // procs.count)))
+        futures = [executor.submit(procs.decode, array[i:i + n], chunk[i:i + n], spec, draft)
+                   for i in range(0, len(chunk), n)]
 
     def finish() -> Batch:
-        errors, read_s, decode_s = zip(*(f.result() for f in futures)) if futures else ((), (), ())
+        rows = [row for f in futures for row in (f.result() if procs else [f.result()])]
+        errors, read_s, decode_s = zip(*rows) if rows else ((), (), ())
         read_s = sum(read_s) + read_ahead_seconds(ahead)
         batch = Batch([it.key for it in chunk], array, list(errors), read_s, sum(decode_s))
         if not batch.ok.all():
@@ -214,12 +240,14 @@ def cpu_batch(chunk: Sequence[Item], spec: Preprocess, executor: Executor, draft
 
 
 def batches(items: Sequence[Item], spec: Preprocess, batch_size: int, executor: Executor,
-            prefetch: int = 2, draft: bool = False, gpu: GpuDecoder | None = None) -> Iterator[Batch]:
+            prefetch: int = 2, draft: bool = False, gpu: GpuDecoder | None = None,
+            procs: DecodeProcesses | None = None) -> Iterator[Batch]:
     """Decoded batches of `items` in input order, with up to `prefetch` batches decoding ahead.
 
     gpu: decode each batch (or its `share`) on that GPU decoder, the workers reading its bytes.
+    procs: decode on the CPU in these decode processes, which the workers feed (decodeprocs.py).
     """
-    start_batch = gpu.start_batch if gpu is not None else cpu_batch
+    start_batch = gpu.start_batch if gpu is not None else functools.partial(cpu_batch, procs=procs)
     pending: deque[Started] = deque()
 
     def submit(start: int) -> None:

@@ -36,6 +36,7 @@ class RankStats:
     device: str = "cpu"
     threads: int = 0
     workers: int = 0
+    worker_kind: str = "thread"  # how its CPU decode workers ran: "process" (decodeprocs.py) or "thread"
     gpu_threads: int = 0  # GPU decoder threads (lanes), 0 when decoding on the CPU
     gpu_shared: bool = False  # another rank of its node drives the same GPU (share_gpus)
     images: int = 0

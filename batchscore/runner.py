@@ -23,6 +23,7 @@ from . import __version__
 from .accuracy import gate
 from .comm import Progress, cores_for_rank, log, placement
 from .config import ConfigError, Job
+from .decodeprocs import decode_processes
 from .engines import GPU_BACKENDS, TOPK_INDEX, TOPK_SCORE, Engine, EngineOptions, choose_backend, create_engine
 from .gpu import GpuBinding, bind_gpu
 from .gpudecode import choose_decode, default_workers, gpu_decoder
@@ -276,13 +277,17 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
         stats.device = engine.device_name  # e.g. "cuda:1 NVIDIA H200": the bound GPU's index and name
         writer = PartWriter(job.output, plan.run_id, comm.rank)
         progress = Progress(comm, total=len(plan.all_keys), initial=plan.resumed)
-        with decode_executor(workers := job.workers or default_workers(cores, gpu)) as pool:
+        workers = job.workers or default_workers(cores, gpu)
+        kind = job.worker_kind if gpu is None else "thread"  # a GPU decoder's workers only read
+        with (decode_executor(workers) as pool,
+              decode_processes(kind, workers, cores, job.preprocess.shape, lambda text: log(comm.rank, text)) as procs):
             stats.workers, stats.gpu_threads = workers, len(gpu.lanes) if gpu else 0
+            stats.worker_kind = "process" if procs else "thread"
             ahead = default_prefetch(workers, job.batch_size, stats.gpu_threads)
             comm.Barrier()
             start = time.perf_counter()
             decoded = stop.until_stopped(batches(items, job.preprocess, job.batch_size, pool, ahead,
-                                                 job.decode_draft, gpu))
+                                                 job.decode_draft, gpu, procs))
             for n, (batch, outputs) in enumerate(scored(engine, decoded, plan.empty_outputs)):
                 idx, score = batch_topk(outputs, job.top_k)
                 writer.add(batch.keys, _expand(batch, idx, -1), _expand(batch, score, np.nan), batch.errors,

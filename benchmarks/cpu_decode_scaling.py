@@ -6,8 +6,11 @@ host), which points at the interpreter lock the threads share; on the 2-core dev
 processes (docs/performance.md). This measures both on the machine at hand, decode only (read, decode,
 resize, normalise into the batch's array), batches in input order, two in flight:
 
-- threads:   `pipeline.batches` with `decode_executor(N)`, what scoring runs;
-- processes: N processes, each decoding its share of a batch straight into a shared-memory batch array.
+- threads:   `pipeline.batches` with `decode_executor(N)` (worker_kind = "thread");
+- processes: the same with N decode processes (worker_kind = "process", the default from 4 cores a rank: each worker
+  thread hands a share of the batch to a process, which decodes it into shared memory, and copies the rows back).
+  Until then this benchmark measured processes of its own decoding straight into a shared batch array
+  (h200-cpu-decode-scaling.json).
 
 Rounds alternate between the two; the median of each is reported.
 
@@ -20,14 +23,10 @@ import argparse
 import os
 import statistics
 import time
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import shared_memory
 from pathlib import Path
 
-import numpy as np
-
-from batchscore.pipeline import batches, decode_executor, decode_into
+from batchscore.decodeprocs import decode_processes
+from batchscore.pipeline import batches, decode_executor
 from batchscore.preprocess import Preprocess
 from batchscore.sources import Item, list_items
 from batchscore.writer import write_json
@@ -44,40 +43,14 @@ def threads(items: list[Item], spec: Preprocess, batch: int, workers: int) -> fl
         return len(items) / (time.perf_counter() - start)
 
 
-def _decode_share(name: str, shape: tuple[int, ...], first: int, share: list[Item], spec: Preprocess) -> list[str]:
-    """In a worker process: decode `share` into rows first.. of the shared batch array; the error per image."""
-    memory = shared_memory.SharedMemory(name=name)
-    try:
-        array = np.ndarray(shape, np.float32, buffer=memory.buf)
-        return [decode_into(array[first + j], item, spec)[0] for j, item in enumerate(share)]
-    finally:
-        del array
-        memory.close()
-
-
 def processes(items: list[Item], spec: Preprocess, batch: int, workers: int) -> float:
-    """Images/s of `workers` processes decoding each batch's shares into one of two shared batch arrays."""
-    shape = (batch, *spec.shape)
-    ring = [shared_memory.SharedMemory(create=True, size=int(np.prod(shape)) * 4) for _ in range(2)]
-    try:
-        with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(abs, range(workers)))  # the workers exist before the clock starts, as threads do
-            pending: deque[list[Future]] = deque()
-            start = time.perf_counter()
-            for n, first in enumerate(range(0, len(items), batch)):
-                if len(pending) == len(ring):
-                    [f.result() for f in pending.popleft()]
-                chunk = items[first:first + batch]
-                step = -(-len(chunk) // workers)
-                pending.append([pool.submit(_decode_share, ring[n % 2].name, shape, i, chunk[i:i + step], spec)
-                                for i in range(0, len(chunk), step)])
-            for futures in pending:
-                [f.result() for f in futures]
-            return len(items) / (time.perf_counter() - start)
-    finally:
-        for memory in ring:
-            memory.close()
-            memory.unlink()
+    """Images/s of the pipeline with `workers` decode processes (decodeprocs.py), each fed by a worker thread."""
+    with (decode_executor(workers) as pool,
+          decode_processes("process", workers, os.cpu_count() or 1, spec.shape, print) as procs):
+        start = time.perf_counter()
+        for _ in batches(items, spec, batch, pool, prefetch=2, procs=procs):
+            pass
+        return len(items) / (time.perf_counter() - start)
 
 
 def main() -> None:

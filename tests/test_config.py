@@ -26,6 +26,7 @@ def test_relative_paths_resolve_against_the_job_file(tmp_path: Path) -> None:
     ({"batch_size": True}, "batch_size: expected integer"),
     ({"batch_size": 0}, "batch_size must be >= 1"),
     ({"backend": "cuda"}, "backend must be one of"),
+    ({"worker_kind": "processes"}, "worker_kind must be one of auto, process, thread; got 'processes'"),
     ({"save_outputs": "logits"}, "save_outputs: expected array or boolean"),
     ({"preprocess": {"crop": 300}}, "must not exceed"),
     ({"preprocess": {"mean": [0.5, 0.5]}}, "preprocess.mean: expected an array of 3 numbers"),

@@ -16,12 +16,13 @@ from conftest import MPIEXEC, PYTHON, batchscore, mpi_env, write_job
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path, model: Path) -> dict[int, Path]:
-    """The same job scored with 1, 2 and 3 ranks."""
+    """The same job scored with 1, 2 and 3 ranks: two decode threads, two decode processes (decodeprocs.py) and
+    decode threads sized from the cores, a rank."""
     root = tmp_path_factory.mktemp("ranks")
     out = {}
-    for n in (1, 2, 3):
+    for n, workers, kind in ((1, 2, "thread"), (2, 2, "process"), (3, 0, "thread")):
         job = write_job(root / f"job{n}.toml", input=str(sample_dir), model=str(model), output=str(root / f"out{n}"),
-                        batch_size=5, top_k=5, workers=0, threads=1, commit_every=2)
+                        batch_size=5, top_k=5, workers=workers, worker_kind=kind, threads=1, commit_every=2)
         res = batchscore("score", "--job", str(job), ranks=n)
         assert res.returncode == 0, res.stdout + res.stderr
         out[n] = root / f"out{n}"
@@ -49,6 +50,7 @@ def test_summary_has_every_rank_and_balanced_shares(runs: dict[int, Path], sampl
         counts = [r["images"] for r in per_rank]
         assert sum(counts) == total and max(counts) - min(counts) <= 1
         assert all(r["images_per_s"] > 0 and r["host"] for r in per_rank)
+        assert [r["worker_kind"] for r in per_rank] == ["process" if n == 2 else "thread"] * n
         assert summary["ranks"] == n and summary["aggregate_images_per_s"] > 0
 
 

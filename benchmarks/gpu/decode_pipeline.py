@@ -11,9 +11,9 @@ accuracy gate is left out, which would run both models on the CPU and compare ra
 Measured in this order:
 - engine only: the torch backend, batch N, eager, fed host arrays (pinned double buffering) and fed
   tensors already on the GPU (what GPU decode hands it), plus the FP32 file run at precision fp16;
-- decode only: the CPU workers (Pillow, cores + 1 threads, read included), each GPU library raw (bytes
-  in memory, batched, no resize: torchvision's nvJPEG; nvImageCodec's hardware decoder and its CUDA
-  decoder), and hybrid with the share tuned on the measured rate;
+- decode only: the CPU workers (Pillow, cores + 1 workers, processes from 4 cores as scoring runs them, read
+  included), each GPU library raw (bytes in memory, batched, no resize: torchvision's nvJPEG; nvImageCodec's
+  hardware decoder and its CUDA decoder), and hybrid with the share tuned on the measured rate;
 - end to end: `python -m batchscore score --decode MODE` for cpu and hybrid: rate over the scoring time
   (summary.json's aggregate images/s), per-stage seconds, bound and images per decoder;
 - then `--rounds` rounds, alternating: the GPU decoder as scoring uses it, decode only, per library and
@@ -127,13 +127,16 @@ def engine_only(model: Path, precision: str, batch_size: int, n: int, compile: s
 
 def decode_only(items: list, spec, batch_size: int, workers: int, gpu=None) -> dict:  # noqa: ANN001
     """Images/s of the decode stage alone, as scoring runs it (read included), tensors ready."""
+    from batchscore.decodeprocs import decode_processes
     from batchscore.pipeline import batches, decode_executor, default_prefetch
 
     counts: dict[str, int] = {}
-    with decode_executor(workers) as pool:
+    kind = "auto" if gpu is None else "thread"  # as the runner chooses: CPU decode in processes from 4 cores
+    with (decode_executor(workers) as pool,
+          decode_processes(kind, workers, len(os.sched_getaffinity(0)), spec.shape, print) as procs):
         start = time.perf_counter()
         ahead = default_prefetch(workers, batch_size, len(gpu.lanes) if gpu else 0)  # as the runner sizes it
-        for batch in batches(items, spec, batch_size, pool, ahead, gpu=gpu):
+        for batch in batches(items, spec, batch_size, pool, ahead, gpu=gpu, procs=procs):
             for k, v in batch.decoders.items():
                 counts[k] = counts.get(k, 0) + v
         seconds = time.perf_counter() - start
@@ -366,7 +369,7 @@ def report(results: dict) -> None:
     rows = [("engine only, FP16 file, fed host arrays", rate(results, "engine_fp16_file", "host_fed_img_s")),
             ("engine only, FP16 file, fed GPU tensors", rate(results, "engine_fp16_file", "device_fed_img_s")),
             ("engine only, FP32 file at fp16, host-fed", rate(results, "engine_fp32_file_at_fp16", "host_fed_img_s")),
-            (f"decode only: Pillow, {results['decode_workers']} threads (read incl.)", rate(results, "decode_cpu"))]
+            (f"decode only: Pillow, {results['decode_workers']} workers (read incl.)", rate(results, "decode_cpu"))]
     rows += [(f"decode only: {name[4:]} raw, batched (no read/resize)", rate(results, name))
              for name in results if name.startswith("raw_")]
     rows += [(f"decode only: GPU decoder {name[11:]} (read, decode, resize, normalise)", rate(results, name))
