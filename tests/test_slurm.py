@@ -99,13 +99,14 @@ def test_score_sbatch_on_a_real_slurm(tmp_path: Path, sample_dir: Path, model: P
 
 def test_nightly_sbatch_stops_on_usr1_requeues_itself_and_finishes(tmp_path: Path, sample_dir: Path,
                                                                    model: Path) -> None:
-    """What `--signal=B:USR1@120` does before the walltime, sent now with `scancel --signal=USR1 --batch`."""
+    """What `--signal=B:USR1@120` does before the walltime, sent now with `scancel --signal=USR1 --batch`; the ranks
+    decode in processes (decodeprocs.py), which the signal reaches too and must not stop."""
     archive = tmp_path / "archive"
     for i in range(8):
         shutil.copytree(sample_dir, archive / f"copy{i}", ignore=shutil.ignore_patterns("*.csv"))
     total = len(list(archive.glob("*/*/*.*")))
     job = write_job(tmp_path / "nightly.toml", input=str(archive), model=str(model), output=str(tmp_path / "unused"),
-                    backend="onnxruntime", batch_size=1, commit_every=1)
+                    backend="onnxruntime", batch_size=1, commit_every=1, workers=2, worker_kind="process")
     out = tmp_path / "out"
     job_id = submit("slurm/nightly.sbatch", str(job), str(out), log=tmp_path / "nightly-%j.out", env=slurm_env())
     deadline = time.monotonic() + 120
@@ -118,6 +119,8 @@ def test_nightly_sbatch_stops_on_usr1_requeues_itself_and_finishes(tmp_path: Pat
     log = (tmp_path / f"nightly-{job_id}.out").read_text()
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", log
     assert "requeueing job" in log and "continuing the unfinished run" in log
+    assert "a decode process failed" not in log and "decoding in 2 threads" not in log
     (run,) = (out / "runs").iterdir()
     summary = check_result(run, total)
     assert 0 < summary["images"]["resumed_from_earlier_runs"] < total  # the second start continued the first
+    assert [r["worker_kind"] for r in summary["per_rank"]] == ["process"] * RANKS
