@@ -404,3 +404,25 @@ if "strided" in sys.argv:  # on the working tree with `batched` (each size's run
     patched("L", line, "batched([decoded[i] for i in same]).float()", module="gpudecode.py")
     patched("K", line, "batched([decoded[i] for i in same]).contiguous().float()", module="gpudecode.py")
     print("strided ok")
+
+if "hybridprocs" in sys.argv:  # Y: the working tree (at 1049858) with hybrid's CPU share decoded in decode processes
+    # (decodeprocs.py, worker_kind as for decode = cpu) instead of the workers' threads: hybrid lost to pure GPU decode
+    # on the H100 because its Pillow threads took the interpreter lock from the decoder thread; processes do not.
+    tree("Y")
+    root = OUT / "Y" / "batchscore"
+    r = (root / "runner.py").read_text()
+    r = sub(r, 'kind = job.worker_kind if gpu is None else "thread"',
+            'kind = job.worker_kind if gpu is None or gpu.tuner or gpu.share < 1.0 else "thread"')
+    (root / "runner.py").write_text(r)
+    p = (root / "pipeline.py").read_text()
+    p = sub(p, "start_batch = gpu.start_batch if gpu is not None else functools.partial(cpu_batch, procs=procs)",
+            "start_batch = functools.partial(gpu.start_batch if gpu is not None else cpu_batch, procs=procs)")
+    (root / "pipeline.py").write_text(p)
+    g = (root / "gpudecode.py").read_text()
+    g = sub(g, """                    draft: bool = False) -> Started:
+        \"\"\"Start a batch (pipeline.batches calls this)""", """                    draft: bool = False, procs=None) -> Started:
+        \"\"\"Start a batch (pipeline.batches calls this)""")
+    g = sub(g, "cpu_finish, cpu_futures = cpu_batch(chunk[k:], spec, executor, draft)",
+            "cpu_finish, cpu_futures = cpu_batch(chunk[k:], spec, executor, draft, procs)")
+    (root / "gpudecode.py").write_text(g)
+    print("hybridprocs ok")
