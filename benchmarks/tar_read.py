@@ -1,5 +1,6 @@
 """Reading tar shards: one read per image (the workers each seek to their member) against the batch's
-read-ahead (`pipeline.read_ahead`: one sequential read per run of members), same shard, same workers.
+read-ahead (`pipeline.read_ahead`: one sequential read per run of members) and against a read per share
+of SHARE_ROWS members, the shares at once (what decode processes do), same shard, same workers.
 
 The read stage alone (no decode), batch by batch as scoring reads them: per image, `workers` threads
 each read their batch's members one by one; read-ahead, one thread reads the batch's span and the
@@ -22,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from batchscore.pipeline import read_ahead, read_item
+from batchscore.pipeline import SHARE_ROWS, read_ahead, read_item
 from batchscore.sources import list_items
 from batchscore.writer import write_json
 
@@ -66,6 +67,16 @@ def spans(items: list, pool: ThreadPoolExecutor, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
+def share_spans(items: list, pool: ThreadPoolExecutor, batch_size: int) -> float:
+    """As decode processes read (decodeprocs.py): each share of SHARE_ROWS members its own span, shares at once."""
+    start = time.perf_counter()
+    for b in range(0, len(items), batch_size):
+        chunk = items[b:b + batch_size]
+        shares = [chunk[i:i + SHARE_ROWS] for i in range(0, len(chunk), SHARE_ROWS)]
+        assert sum(len(done.data) for done in pool.map(read_ahead, shares)) == len(chunk)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=4096)
@@ -78,11 +89,11 @@ def main() -> None:
         shard = Path(tmp) / "shard.tar"
         size = make_shard(shard, args.images)
         items = list_items([shard])
-        times: dict[str, list[float]] = {"per_image": [], "read_ahead": []}
+        times: dict[str, list[float]] = {"per_image": [], "read_ahead": [], "share_spans": []}
         cold = True
         with ThreadPoolExecutor(args.workers) as pool:
             for _ in range(args.rounds):
-                for name, fn in (("per_image", per_image), ("read_ahead", spans)):
+                for name, fn in (("per_image", per_image), ("read_ahead", spans), ("share_spans", share_spans)):
                     cold = drop_caches() and cold
                     times[name].append(fn(items, pool, args.batch_size))
     result = {"benchmark": "tar_read", "images": args.images, "shard_mb": round(size / 1e6, 1),
@@ -97,7 +108,9 @@ def main() -> None:
                         "img_s": round(args.images / median, 1)}
         print(f"{name:<12} {median:>9.3f} {size / 1e6 / median:>8.1f} {args.images / median:>9.1f}")
     result["read_ahead_speedup"] = round(result["per_image"]["median_s"] / result["read_ahead"]["median_s"], 2)
-    print(f"read-ahead vs per image: {result['read_ahead_speedup']}x")
+    result["share_spans_speedup"] = round(result["per_image"]["median_s"] / result["share_spans"]["median_s"], 2)
+    print(f"read-ahead vs per image: {result['read_ahead_speedup']}x; a span a share of {SHARE_ROWS} (decode "
+          f"processes) vs per image: {result['share_spans_speedup']}x")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.json, result)
 
