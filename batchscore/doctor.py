@@ -255,12 +255,37 @@ def tiny_jpeg(size: int = 16) -> bytes:
     return buf.getvalue()
 
 
+def decode_in_a_process(data: bytes, spec: object) -> tuple[int, ...]:
+    """Decode `data` in a decode process (decodeprocs.py), as a rank from 4 cores does: its row's shape."""
+    import numpy as np
+
+    from .decodeprocs import DecodeProcesses
+    from .sources import Item
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "probe.jpg"
+        path.write_bytes(data)
+        procs = DecodeProcesses(1, spec.shape, warn=lambda why: None)
+        try:
+            out = np.full((1, *spec.shape), np.nan, np.float32)
+            (error, _, _), = procs.decode(out, [Item(path.name, "file", str(path))], spec)
+        finally:
+            procs.close()
+    if procs.broken or error or not np.isfinite(out).all():
+        raise RuntimeError(procs.broken or error or "the process left its row unwritten")
+    return out.shape[1:]
+
+
 def decoder_checks(have_gpu: bool, spec: object) -> list[Check]:
     """Decode the tiny JPEG with each decoder present; GPU decoders only when a GPU is there."""
     from .preprocess import preprocess
 
     data = tiny_jpeg()
-    tries = {"Pillow": (lambda: preprocess(data, spec).shape, "pip install --force-reinstall pillow")}
+    tries = {"Pillow": (lambda: preprocess(data, spec).shape, "pip install --force-reinstall pillow"),
+             "Pillow in a decode process (worker_kind, from 4 cores a rank)": (
+                 lambda: decode_in_a_process(data, spec), "ranks decode in threads instead (slower on many cores); "
+                 "check that this Python runs `python -m batchscore.decodeprocs` on the compute nodes, or set "
+                 "worker_kind = \"thread\"")}
     if have_gpu:
         torch, _ = _import("torch")
         tv_io, _ = _import("torchvision.io")

@@ -56,6 +56,8 @@ def test_one_process_reports_this_machine() -> None:
     assert checks["backend"][0] == ("OK", f"auto → {backend} ({reason})", "")
     assert checks["onnxruntime"][0][0] == "OK" and "CPUExecutionProvider" in checks["onnxruntime"][0][1]
     assert checks["decoder"][0][:2] == ("OK", "Pillow: decoded a JPEG to (3, 224, 224)")
+    assert checks["decoder"][1][:2] == ("OK", "Pillow in a decode process (worker_kind, from 4 cores a rank): "
+                                              "decoded a JPEG to (3, 224, 224)")
     assert rows == [["0", socket.gethostname(), "0", str(cores_for_rank(1)), "cpu", "-", "-"]]
     assert res.stdout.rstrip().endswith("0 FAIL")
 
@@ -295,3 +297,16 @@ def test_cache_entries_for_other_cpus_are_counted_apart_not_stale(tmp_path: Path
     (check,) = cache_checks(cache.root)
     assert (check.status, check.detail) == (
         "OK", f"{cache.root}: 2 entr(ies) usable here, 1 for other GPUs or CPUs (kept for the nodes that have them)")
+
+
+def test_decode_processes_that_cannot_start_warn_with_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rank would decode in threads then (decodeprocs.py): a WARN that says so, not a FAIL."""
+    from batchscore import decodeprocs
+    from batchscore.doctor import decoder_checks
+    from batchscore.preprocess import Preprocess
+
+    monkeypatch.setattr(decodeprocs.sys, "executable", "/nonexistent/python")
+    pillow, in_process = decoder_checks(False, Preprocess())
+    assert pillow.status == "OK" and in_process.status == "WARN"
+    assert "cannot decode a JPEG here: DecodeProcessError: cannot start decode processes" in in_process.detail
+    assert "nonexistent" in in_process.detail and "worker_kind = \"thread\"" in in_process.fix
