@@ -158,9 +158,13 @@ def serve(conn: Connection, block: mmap.mmap) -> None:
     while True:
         try:
             items, spec, draft = conn.recv()
-            conn.send(decode_share(rows[:len(items) * int(np.prod(spec.shape))].reshape(len(items), *spec.shape),
-                                   items, spec, draft))
-        except (EOFError, OSError):
+        except EOFError:
+            return
+        reply = decode_share(rows[:len(items) * int(np.prod(spec.shape))].reshape(len(items), *spec.shape), items,
+                             spec, draft)
+        try:
+            conn.send(reply)
+        except OSError:  # the rank has gone (killed): nobody reads the reply
             return
 
 

@@ -279,8 +279,8 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
         progress = Progress(comm, total=len(plan.all_keys), initial=plan.resumed)
         workers = job.workers or default_workers(cores, gpu)
         kind = job.worker_kind if gpu is None else "thread"  # a GPU decoder's workers only read
-        with (decode_executor(workers) as pool,
-              decode_processes(kind, workers, cores, job.preprocess.shape, lambda text: log(comm.rank, text)) as procs):
+        with (decode_processes(kind, workers, cores, job.preprocess.shape, lambda text: log(comm.rank, text)) as procs,
+              decode_executor(workers) as pool):  # the threads end first: none is left waiting on a closed process
             stats.workers, stats.gpu_threads = workers, len(gpu.lanes) if gpu else 0
             stats.worker_kind = "process" if procs else "thread"
             ahead = default_prefetch(workers, job.batch_size, stats.gpu_threads)

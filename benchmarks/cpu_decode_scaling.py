@@ -45,8 +45,8 @@ def threads(items: list[Item], spec: Preprocess, batch: int, workers: int) -> fl
 
 def processes(items: list[Item], spec: Preprocess, batch: int, workers: int) -> float:
     """Images/s of the pipeline with `workers` decode processes (decodeprocs.py), each fed by a worker thread."""
-    with (decode_executor(workers) as pool,
-          decode_processes("process", workers, os.cpu_count() or 1, spec.shape, print) as procs):
+    with (decode_processes("process", workers, os.cpu_count() or 1, spec.shape, print) as procs,
+          decode_executor(workers) as pool):
         start = time.perf_counter()
         for _ in batches(items, spec, batch, pool, prefetch=2, procs=procs):
             pass

@@ -141,6 +141,16 @@ def test_batches_through_processes_match_threads_in_order(archive: list[Item]) -
         assert b.decoders == a.decoders and b.read_seconds > 0 and b.decode_seconds > 0
 
 
+def test_a_consumer_that_stops_early_leaves_no_process_and_no_warning(archive: list[Item]) -> None:
+    """As a rank stopped by a signal: shares still running finish before their processes are closed."""
+    warnings: list[str] = []
+    with decode_processes("process", 2, 2, SPEC.shape, warnings.append) as procs, decode_executor(2) as pool:
+        decoded = batches(archive * 4, SPEC, 8, pool, prefetch=3, procs=procs)
+        first = next(decoded)
+        decoded.close()  # cancels the batches not started; the running shares finish
+    assert len(first.keys) == 8 and warnings == [] and procs.processes == [] and not procs.broken
+
+
 def test_score_with_processes_and_threads_gives_the_same_file(tmp_path: Path, sample_dir: Path, model: Path) -> None:
     """`--worker-kind` on the command line, the summary says which ran, and the scores agree exactly."""
     scores = {}

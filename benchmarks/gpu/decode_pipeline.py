@@ -132,8 +132,8 @@ def decode_only(items: list, spec, batch_size: int, workers: int, gpu=None) -> d
 
     counts: dict[str, int] = {}
     kind = "auto" if gpu is None else "thread"  # as the runner chooses: CPU decode in processes from 4 cores
-    with (decode_executor(workers) as pool,
-          decode_processes(kind, workers, len(os.sched_getaffinity(0)), spec.shape, print) as procs):
+    with (decode_processes(kind, workers, len(os.sched_getaffinity(0)), spec.shape, print) as procs,
+          decode_executor(workers) as pool):
         start = time.perf_counter()
         ahead = default_prefetch(workers, batch_size, len(gpu.lanes) if gpu else 0)  # as the runner sizes it
         for batch in batches(items, spec, batch_size, pool, ahead, gpu=gpu, procs=procs):
