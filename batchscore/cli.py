@@ -66,8 +66,7 @@ def job_from_args(args: argparse.Namespace) -> Job:
         output=args.output.resolve() if args.output else None,
         batch_size=args.batch_size, backend=args.backend, precision=args.precision, top_k=args.top_k,
         save_outputs=save, workers=args.workers, worker_kind=args.worker_kind, threads=args.threads,
-        overwrite=args.overwrite,
-        compile=args.compile, cache_dir=args.cache_dir.resolve() if args.cache_dir else None,
+        overwrite=args.overwrite, compile=args.compile, cache_dir=args.cache_dir.resolve() if args.cache_dir else None,
         # score's own: accuracy decodes every image once on the CPU for all precisions, build decodes none
         decode=getattr(args, "decode", None), gpu_decoder=getattr(args, "gpu_decoder", None),
         gpu_decode_threads=getattr(args, "gpu_decode_threads", None),

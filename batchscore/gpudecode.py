@@ -755,7 +755,7 @@ def batched(images: list[torch.Tensor]) -> torch.Tensor:
     base, stride = first._base, first.stride()
     if base is not None and all(image._base is base and image.stride() == stride
                                 and image.storage_offset() == start + n * step for n, image in enumerate(images)):
-        return first.as_strided((len(images), *first.shape), (step, *first.stride()), start)
+        return first.as_strided((len(images), *first.shape), (step, *stride), start)
     return torch.stack(images)
 
 
