@@ -34,18 +34,9 @@ from batchscore.writer import write_json
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def threads(items: list[Item], spec: Preprocess, batch: int, workers: int) -> float:
-    """Images/s of the pipeline's own decode threads."""
-    with decode_executor(workers) as pool:
-        start = time.perf_counter()
-        for _ in batches(items, spec, batch, pool, prefetch=2):
-            pass
-        return len(items) / (time.perf_counter() - start)
-
-
-def processes(items: list[Item], spec: Preprocess, batch: int, workers: int) -> float:
-    """Images/s of the pipeline with `workers` decode processes (decodeprocs.py), each fed by a worker thread."""
-    with (decode_processes("process", workers, os.cpu_count() or 1, spec.shape, print) as procs,
+def decode_rate(items: list[Item], spec: Preprocess, batch: int, workers: int, kind: str) -> float:
+    """Images/s of the pipeline's decode with `workers` workers of `kind` ("thread" or "process", decodeprocs.py)."""
+    with (decode_processes(kind, workers, os.cpu_count() or 1, spec.shape, print) as procs,
           decode_executor(workers) as pool):
         start = time.perf_counter()
         for _ in batches(items, spec, batch, pool, prefetch=2, procs=procs):
@@ -71,11 +62,11 @@ def main() -> None:
           f"median of {args.rounds} alternating rounds (img/s)")
     print(f"{'workers':>8} {'threads':>9} {'processes':>10} {'ratio':>6}")
     for workers in args.workers:
-        rates: dict[str, list[float]] = {"threads": [], "processes": []}
+        rates: dict[str, list[float]] = {"thread": [], "process": []}
         for _ in range(args.rounds):
-            rates["threads"].append(threads(items, spec, args.batch_size, workers))
-            rates["processes"].append(processes(items, spec, args.batch_size, workers))
-        t, p = (statistics.median(rates[k]) for k in ("threads", "processes"))
+            for kind, values in rates.items():
+                values.append(decode_rate(items, spec, args.batch_size, workers, kind))
+        t, p = (statistics.median(rates[k]) for k in ("thread", "process"))
         rows.append({"workers": workers, "threads_img_s": round(t, 1), "processes_img_s": round(p, 1),
                      "processes_over_threads": round(p / t, 3)})
         print(f"{workers:>8} {t:>9.1f} {p:>10.1f} {p / t:>5.2f}x")
