@@ -617,7 +617,8 @@ class GpuDecoder:
         reads = [executor.submit(self._read, chunk, range(i, min(i + READ_CHUNK, k)), spec.max_pixels, ahead)
                  for i in range(0, k, READ_CHUNK)]
         cpu_finish, cpu_futures = cpu_batch(chunk[k:], spec, executor, draft)
-        job = lane.thread.submit(self._decode, lane, chunk, k, reads, cpu_finish, spec, executor, draft, ahead)
+        job = lane.thread.submit(self._decode, lane, chunk, k, reads, cpu_finish, spec, executor, draft, ahead,
+                                 self.share)
 
         def finish() -> Batch:
             batch, queued = job.result()
@@ -644,9 +645,11 @@ class GpuDecoder:
         return out
 
     def _decode(self, lane: Lane, chunk: Sequence[Item], k: int, reads: list[Future], cpu_finish: Callable[[], Batch],
-                spec: Preprocess, executor: Executor, draft: bool, ahead: Future | None = None) -> tuple[Batch, Queued]:
+                spec: Preprocess, executor: Executor, draft: bool, ahead: Future | None = None,
+                started: float = 1.0) -> tuple[Batch, Queued]:
         """On a lane's thread: the whole batch as one tensor on the GPU, bad images set aside, and the GPU work
-        still queued for it, which the consumer waits for (the lane goes on to its next batch meanwhile)."""
+        still queued for it, which the consumer waits for (the lane goes on to its next batch meanwhile).
+        `started`: the share the batch was started with, which the tuner judges."""
         torch = self.torch
         errors, read_s = [""] * k, read_ahead_seconds(ahead)
         to_gpu: dict[int, tuple[bytes, object]] = {}
@@ -689,7 +692,7 @@ class GpuDecoder:
         with self.lock:
             now = time.perf_counter()
             if self.tuner and self.finished:
-                self.share = self.tuner.update(len(chunk) / (now - self.finished))
+                self.share = self.tuner.update(started, len(chunk) / (now - self.finished))
             self.finished = now
         counts.update(cpu_fallback=len(fallback) - sum(1 for i in fallback if errors[i]),
                       failed=sum(1 for e in errors[:k] if e) + cpu.decoders["failed"], cpu=cpu.decoders["cpu"])
@@ -698,23 +701,41 @@ class GpuDecoder:
 
 
 class ShareTuner:
-    """Hybrid's GPU share, tuned on the decode rate: after each batch the share moves by `step`, on in the same
-    direction while the rate (images/s between the decoder's hand-overs, averaged) improves, turned back when
-    it drops. Why not a cost model: the CPU workers and the decoder thread share one interpreter lock, so adding
-    CPU work slows the GPU part too (measured on the H100: a share sized from per-image costs ran at a third of
-    pure GPU decode); the rate itself says which direction helps, and the share may end at 1.0 (all on the GPU)."""
+    """Hybrid's GPU share, tuned on the decode rate (images/s between the decoder's hand-overs).
 
-    def __init__(self, share: float = 0.75, step: float = 0.05, smoothing: float = 0.5) -> None:
-        self.share, self.step, self.smoothing = share, step, smoothing
-        self.direction, self.rate, self.previous = 1.0, 0.0, 0.0
+    Each share is judged on `hold` batches that were started with it, and on nothing else: with batches decoding
+    ahead, the batch handed over now was started with an older share. A first tuner moved every batch on the
+    newest hand-over's rate and wandered around where it started (shares of 0.55-0.70 on an H200, where all on the
+    GPU decoded 6-9x faster; docs/performance.md, "(thirteenth)"). This one starts at 1.0 (best on the H100 and
+    the H200), moves by `step` on in the direction that raised the rate, turns back where it fell (or at 0 or 1),
+    and after `turns` turns keeps the best share it judged for the rest of the run. Why not a cost model: the CPU
+    workers and the decoder thread share one interpreter lock, so adding CPU work slows the GPU part too (measured
+    on the H100: a share sized from per-image costs ran at a third of pure GPU decode)."""
 
-    def update(self, rate: float) -> float:
-        """Fold in the rate of the batch just decoded; returns the share for the next batch to start."""
-        self.rate = rate if not self.rate else self.smoothing * self.rate + (1 - self.smoothing) * rate
-        if self.previous and self.rate < self.previous:
-            self.direction = -self.direction
-        self.previous = self.rate
-        self.share = min(1.0, max(0.0, self.share + self.direction * self.step))
+    def __init__(self, share: float = 1.0, step: float = 0.05, hold: int = 4, turns: int = 2) -> None:
+        self.share, self.step, self.hold, self.turns = share, step, hold, turns
+        self.direction, self.turned, self.previous = 1.0, 0, 0.0
+        self.rates: dict[float, list[float]] = defaultdict(list)  # per share started with, its batches' rates
+
+    def judged(self, share: float) -> float | None:
+        """The mean rate of the last `hold` batches started with `share`; None before there are that many."""
+        rates = self.rates.get(round(share, 6), [])
+        return float(np.mean(rates[-self.hold:])) if len(rates) >= self.hold else None
+
+    def update(self, started: float, rate: float) -> float:
+        """Fold in the rate of a batch just handed over that was started with share `started`; returns the share
+        for the next batch to start."""
+        self.rates[round(started, 6)].append(rate)
+        while self.turned < self.turns and (mean := self.judged(self.share)) is not None:
+            onward = min(1.0, max(0.0, round(self.share + self.direction * self.step, 6)))
+            if mean < self.previous or onward == self.share:
+                self.direction, self.turned = -self.direction, self.turned + 1
+                onward = min(1.0, max(0.0, round(self.share + self.direction * self.step, 6)))
+            self.previous = mean
+            if self.turned >= self.turns:
+                self.share = max((s for s in self.rates if self.judged(s) is not None), key=self.judged)
+            else:
+                self.share = onward  # a share judged before is judged again at once, on its batches so far
         return self.share
 
 

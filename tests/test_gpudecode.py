@@ -95,14 +95,30 @@ def test_gpu_decode_without_a_decode_library_fails_at_start(monkeypatch: pytest.
     assert choose_decode("auto", "tensorrt")[0] == "cpu"
 
 
-@pytest.mark.parametrize("best", [0.6, 1.0, 0.2])
-def test_hybrid_share_climbs_to_the_fastest_split(best: float) -> None:
-    """The decode rate as a function of the share, peaked at `best` (1.0: the GPU alone is fastest)."""
-    tuner = ShareTuner()
-    rate = lambda share: 5000 - 4000 * abs(share - best)  # noqa: E731
-    shares = [tuner.update(rate(tuner.share)) for _ in range(60)]
+@pytest.mark.parametrize("best", [0.6, 1.0, 0.2, 0.0])
+@pytest.mark.parametrize("ahead", [0, 3])
+def test_hybrid_share_settles_at_the_fastest_split(best: float, ahead: int) -> None:
+    """The decode rate as a function of the share, peaked at `best` (1.0: the GPU alone is fastest), with some
+    noise; `ahead` batches decode ahead, so each rate the tuner gets is that of a batch started earlier."""
+    tuner, noise = ShareTuner(), np.random.default_rng(0)
+    rate = lambda share: 5000 - 4000 * abs(share - best) + noise.uniform(-100, 100)  # noqa: E731
+    in_flight = [tuner.share] * ahead
+    shares = []
+    for _ in range(200):
+        in_flight.append(tuner.share)
+        started = in_flight.pop(0)
+        shares.append(tuner.update(started, rate(started)))
     assert all(0.0 <= s <= 1.0 for s in shares)
-    assert abs(np.mean(shares[-20:]) - best) <= 0.1, shares[-20:]  # it stays near the peak, stepping around it
+    assert abs(shares[-1] - best) <= 0.05 and len(set(shares[-40:])) == 1, shares  # settled at the peak
+    assert tuner.turned == tuner.turns
+
+
+def test_hybrid_share_judges_each_share_on_its_own_batches() -> None:
+    """Rates of batches started with an older share do not move the share being judged."""
+    tuner = ShareTuner(share=0.5, step=0.1, hold=2)
+    assert [tuner.update(0.5, 1000.0), tuner.update(0.5, 1000.0)] == [0.5, 0.6]  # 0.5 judged on its 2 batches
+    assert tuner.update(0.5, 10.0) == 0.6 and tuner.update(0.5, 10.0) == 0.6  # late 0.5 batches: 0.6 unjudged
+    assert tuner.update(0.6, 2000.0) == 0.6 and tuner.update(0.6, 2000.0) == 0.7  # 0.6 beat 0.5's last two
 
 
 def test_cpu_decode_gets_a_worker_per_core_plus_one() -> None:
