@@ -609,13 +609,15 @@ class GpuDecoder:
     def start_batch(self, chunk: Sequence[Item], spec: Preprocess, executor: Executor,
                     draft: bool = False) -> Started:
         """Start a batch (pipeline.batches calls this): workers read the GPU share's bytes (READ_CHUNK images
-        per task) and decode the CPU share; the next lane's thread then decodes on the GPU and assembles the
-        batch there."""
+        per task; hybrid: in GPU_READ_WORKERS tasks, since its many workers reading at once took the interpreter
+        lock from each other, 56 s of reads a run against 4 s, docs/performance.md "(thirteenth)") and decode
+        the CPU share; the next lane's thread then decodes on the GPU and assembles the batch there."""
         lane, self.next = self.lanes[self.next], (self.next + 1) % len(self.lanes)
         k = round(len(chunk) * self.share)
         ahead = start_read_ahead(chunk[:k], executor)  # tar members: the GPU share's spans in large reads
-        reads = [executor.submit(self._read, chunk, range(i, min(i + READ_CHUNK, k)), spec.max_pixels, ahead)
-                 for i in range(0, k, READ_CHUNK)]
+        size = READ_CHUNK if self.share == 1.0 and not self.tuner else max(READ_CHUNK, -(-k // GPU_READ_WORKERS))
+        reads = [executor.submit(self._read, chunk, range(i, min(i + size, k)), spec.max_pixels, ahead)
+                 for i in range(0, k, size)]
         cpu_finish, cpu_futures = cpu_batch(chunk[k:], spec, executor, draft)
         job = lane.thread.submit(self._decode, lane, chunk, k, reads, cpu_finish, spec, executor, draft, ahead,
                                  self.share)
