@@ -613,14 +613,14 @@ class GpuDecoder:
         lock from each other, 56 s of reads a run against 4 s, docs/performance.md "(thirteenth)") and decode
         the CPU share; the next lane's thread then decodes on the GPU and assembles the batch there."""
         lane, self.next = self.lanes[self.next], (self.next + 1) % len(self.lanes)
-        k = round(len(chunk) * self.share)
+        share = self.share  # read once: a lane's thread may tune it meanwhile
+        k = round(len(chunk) * share)
         ahead = start_read_ahead(chunk[:k], executor)  # tar members: the GPU share's spans in large reads
-        size = READ_CHUNK if self.share == 1.0 and not self.tuner else max(READ_CHUNK, -(-k // GPU_READ_WORKERS))
+        size = READ_CHUNK if share == 1.0 and not self.tuner else max(READ_CHUNK, -(-k // GPU_READ_WORKERS))
         reads = [executor.submit(self._read, chunk, range(i, min(i + size, k)), spec.max_pixels, ahead)
                  for i in range(0, k, size)]
         cpu_finish, cpu_futures = cpu_batch(chunk[k:], spec, executor, draft)
-        job = lane.thread.submit(self._decode, lane, chunk, k, reads, cpu_finish, spec, executor, draft, ahead,
-                                 self.share)
+        job = lane.thread.submit(self._decode, lane, chunk, k, reads, cpu_finish, spec, executor, draft, ahead, share)
 
         def finish() -> Batch:
             batch, queued = job.result()
