@@ -572,6 +572,11 @@ class GpuDecoder:
         self.finished = 0.0  # when a lane last handed over a batch (perf_counter)
         self.lock = threading.Lock()  # the tuner and `finished`, updated by every lane
 
+    @property
+    def hybrid(self) -> bool:
+        """Whether the CPU workers decode a share of each batch too; else they only read for the GPU."""
+        return self.tuner is not None or self.share < 1.0
+
     def close(self) -> None:
         for lane in self.lanes:
             lane.thread.shutdown(wait=True, cancel_futures=True)
@@ -616,7 +621,7 @@ class GpuDecoder:
         share = self.share  # read once: a lane's thread may tune it meanwhile
         k = round(len(chunk) * share)
         ahead = start_read_ahead(chunk[:k], executor)  # tar members: the GPU share's spans in large reads
-        size = READ_CHUNK if share == 1.0 and not self.tuner else max(READ_CHUNK, -(-k // GPU_READ_WORKERS))
+        size = max(READ_CHUNK, -(-k // GPU_READ_WORKERS)) if self.hybrid else READ_CHUNK
         reads = [executor.submit(self._read, chunk, range(i, min(i + size, k)), spec.max_pixels, ahead)
                  for i in range(0, k, size)]
         cpu_finish, cpu_futures = cpu_batch(chunk[k:], spec, executor, draft)
@@ -729,22 +734,24 @@ class ShareTuner:
         for the next batch to start."""
         self.rates[round(started, 6)].append(rate)
         while self.turned < self.turns and (mean := self.judged(self.share)) is not None:
-            onward = min(1.0, max(0.0, round(self.share + self.direction * self.step, 6)))
-            if mean < self.previous or onward == self.share:
+            if mean < self.previous or self._onward() == self.share:
                 self.direction, self.turned = -self.direction, self.turned + 1
-                onward = min(1.0, max(0.0, round(self.share + self.direction * self.step, 6)))
             self.previous = mean
             if self.turned >= self.turns:
                 self.share = max((s for s in self.rates if self.judged(s) is not None), key=self.judged)
             else:
-                self.share = onward  # a share judged before is judged again at once, on its batches so far
+                self.share = self._onward()  # a share judged before is judged again at once, on its batches so far
         return self.share
+
+    def _onward(self) -> float:
+        """The next share in the present direction, within 0 and 1."""
+        return min(1.0, max(0.0, round(self.share + self.direction * self.step, 6)))
 
 
 def default_workers(cores: int, gpu: GpuDecoder | None) -> int:
     """Decode threads for a rank that owns `cores`: cores + 1 when they decode (the +1 covers a thread's lock
     and read stalls, pipeline.py), GPU_READ_WORKERS when a GPU decoder takes every image and they only read."""
-    if gpu is not None and gpu.tuner is None and gpu.share == 1.0:
+    if gpu is not None and not gpu.hybrid:
         return min(GPU_READ_WORKERS, cores + 1)
     return cores + 1 if cores > 1 else 0
 
