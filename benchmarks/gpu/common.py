@@ -19,8 +19,8 @@ def arg_parser(doc: str, work: str) -> argparse.ArgumentParser:
     return ap
 
 
-def resnet50_onnx(path: Path, seed: int = 0) -> Path:
-    """torchvision's ResNet-50 with seeded random weights, exported to ONNX with a dynamic batch axis.
+def seeded_resnet50(seed: int = 0):  # noqa: ANN201 - torch is imported here only
+    """torchvision's ResNet-50 with seeded random weights, in eval mode on the CPU.
 
     BatchNorm statistics come from a few seeded random batches (cumulative average), so activations
     stay normalised and FP16 cannot overflow as it can with untouched running statistics.
@@ -28,8 +28,6 @@ def resnet50_onnx(path: Path, seed: int = 0) -> Path:
     import torch
     import torchvision
 
-    if path.is_file():
-        return path
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = torchvision.models.resnet50(weights=None).to(device)
@@ -42,7 +40,16 @@ def resnet50_onnx(path: Path, seed: int = 0) -> Path:
     with torch.no_grad():
         for _ in range(4):
             model(torch.randn(64, 3, 224, 224, generator=gen, device=device))
-    model.eval().cpu()
+    return model.eval().cpu()
+
+
+def resnet50_onnx(path: Path, seed: int = 0) -> Path:
+    """`seeded_resnet50` exported to ONNX with a dynamic batch axis (kept where an earlier call wrote it)."""
+    import torch
+
+    if path.is_file():
+        return path
+    model = seeded_resnet50(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(tmp), input_names=["input"],
