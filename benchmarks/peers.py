@@ -333,6 +333,10 @@ def main() -> None:
     model = prepare_model(args, args.work)
     cmds = contenders(args, model, args.work)
     rounds: dict[str, list[dict]] = {name: [] for name in cmds}
+    results = {"device": args.device, "gpu": gpu_name(args.device), "cores": os.cpu_count(), "archive": archive,
+               "model": str(model), "batch_size": args.batch_size, "best": args.best}
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"peers-{args.device}{'-uniform' if args.uniform else ''}.json"
     for r in range(args.rounds):
         for name, cmd in (cmds.items() if r % 2 == 0 else reversed(cmds.items())):  # alternate the order
             result = args.work / f"{name}.json"
@@ -346,22 +350,18 @@ def main() -> None:
             rounds[name].append(res)
             print(f"round {r + 1} {name}: {res.get('img_s', res.get('error'))} img/s, peak {res.get('peak_mb')} MB",
                   flush=True)
-    table = summarize(rounds)
-    results = {"device": args.device, "gpu": gpu_name(args.device), "cores": os.cpu_count(), "archive": archive,
-               "model": str(model), "batch_size": args.batch_size, "rounds": args.rounds, "best": args.best,
-               "contenders": table}
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"peers-{args.device}{'-uniform' if args.uniform else ''}.json"
-    (args.out / name).write_text(json.dumps(results, indent=1) + "\n")
+        results.update(rounds=r + 1, contenders=summarize(rounds))  # each round's table survives a cut-off run
+        out.write_text(json.dumps(results, indent=1) + "\n")
     print_table(results)
 
 
 def gpu_name(device: str) -> str:
+    """The GPU's name from nvidia-smi (the harness itself starts no CUDA context)."""
     if device != "cuda":
         return ""
-    import torch
-
-    return torch.cuda.get_device_name(0)
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+                         capture_output=True, text=True)
+    return out.stdout.strip()
 
 
 def summarize(rounds: dict[str, list[dict]]) -> dict[str, dict]:
@@ -376,10 +376,10 @@ def summarize(rounds: dict[str, list[dict]]) -> dict[str, dict]:
         rates = [r["img_s"] for r in good]
         top1 = good[0].get("top1", {})
         same = [top1[k] == v for k, v in ref.items() if k in top1]
-        table[name] = {"img_s": statistics.median(rates), "min": min(rates), "max": max(rates),
+        table[name] = {"img_s": statistics.median_low(rates), "min": min(rates), "max": max(rates),
                        "peak_mb": max(r["peak_mb"] for r in good), "images": good[0]["images"],
                        "top1_agree": round(sum(same) / len(same), 4) if same else None,
-                       **{k: good[rates.index(statistics.median(rates))].get(k)
+                       **{k: good[rates.index(statistics.median_low(rates))].get(k)
                           for k in ("bound", "stages") if k in good[0]}}
     base = table.get("dataloader", {}).get("img_s")
     decoder = table.get("decoder", {}).get("img_s")
