@@ -312,6 +312,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="the scripts' batch (cpu 32, cuda 256)")
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="the scripts' decode workers")
     ap.add_argument("--best", action="append", help="batchscore options of a 'best' line (default per device)")
+    ap.add_argument("--skip", nargs="*", default=[], help="contenders to leave out, e.g. ray decoder")
     ap.add_argument("--ray", action="store_true", help="cpu: also Ray Data (pip install 'ray[data]')")
     ap.add_argument("--timeout", type=float, default=900, help="seconds a contender may take")
     ap.add_argument("--work", type=Path, default=Path("/tmp/batchscore-peers"))
@@ -332,6 +333,8 @@ def main() -> None:
     archive = make_archive(args.archive, args.images, photos=args.photos, uniform=args.uniform)
     model = prepare_model(args, args.work)
     cmds = contenders(args, model, args.work)
+    if args.skip:
+        cmds = {name: cmd for name, cmd in cmds.items() if name not in args.skip}
     rounds: dict[str, list[dict]] = {name: [] for name in cmds}
     results = {"device": args.device, "gpu": gpu_name(args.device), "cores": os.cpu_count(), "archive": archive,
                "model": str(model), "batch_size": args.batch_size, "best": args.best}
