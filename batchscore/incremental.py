@@ -42,8 +42,8 @@ import numpy as np
 from .comm import log
 from .config import ConfigError, Job
 from .h5lock import is_lock_error, lock_advice
-from .sources import Item, Reader
 from .keys import STR, decode_strings, encode_strings
+from .sources import Item, Reader, tar_members
 from .writer import atomic_path, publish
 
 INDEX = "index.h5"
@@ -168,7 +168,7 @@ def stat_items(items: list[Item]) -> list[tuple[int, int]]:
     @functools.cache
     def tar_mtimes(path: str) -> dict[int, int]:
         with tarfile.open(path, mode="r:") as tar:
-            return {m.offset_data: int(m.mtime * 1e9) for m in tar}
+            return {m.offset_data: int(m.mtime * 1e9) for m in tar_members(tar)}  # a cut tar: its listed members
 
     return [(it.size, tar_mtimes(it.path).get(it.offset, 0)) if it.kind == "tar"
             else stat(it.path) if it.kind in ("file", "h5") else (0, 0) for it in items]
