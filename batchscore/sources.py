@@ -127,6 +127,8 @@ def list_hdf5(path: Path, dataset: str, key_prefix: str) -> list[Item]:
     """Rows of an HDF5 dataset of encoded images; keys from a sibling 'keys' dataset when present (UTF-8)."""
     import h5py
 
+    if not path.is_file():  # HDF5 would block opening a FIFO
+        raise SourceError(f"{path}: not a regular file; give an HDF5 file")
     try:
         with h5py.File(path, "r") as f:
             if dataset not in f:
@@ -181,7 +183,8 @@ def list_dir(root: Path, skipped: Counter | None = None) -> list[Item]:
 
     Every folder is listed once, under the first path that reaches it: real sub-folders before symlinked ones,
     each level in name order, so a symlink loop or a second link to a folder adds nothing (counted in
-    `skipped["repeated_folders"]`). A folder that cannot be listed is a "bad" item keyed by its path and "/"."""
+    `skipped["repeated_folders"]`); folders whose names start with "." are not walked (`skipped["hidden_folders"]`).
+    A folder that cannot be listed is a "bad" item keyed by its path and "/"."""
     skipped = Counter() if skipped is None else skipped
     items: list[Item] = []
     seen: set[tuple[int, int]] = set()
@@ -209,7 +212,9 @@ def list_dir(root: Path, skipped: Counter | None = None) -> list[Item]:
             except OSError:
                 is_dir = False
             if is_dir:
-                if not entry.name.startswith("."):
+                if entry.name.startswith("."):  # .git, .parts, .snapshot ...: not walked, but counted
+                    skipped["hidden_folders"] += 1
+                else:
                     (links if entry.is_symlink() else folders).append((entry.path, key + "/"))
             elif _is_image(entry.name):
                 items.append(Item(key, "file", entry.path))

@@ -106,7 +106,7 @@ def test_any_decoder_exception_and_any_name_is_one_row(tmp_path: Path, sample_di
         assert {b"caf\xe9.jpg", b"shard.tar:na\xefve.jpg", b"\xff\xfe.jpg"} <= set(f["key"][:].tolist())
 
 
-def test_malformed_hdf5_inputs_exit_2_with_one_line(tmp_path: Path, model: Path) -> None:
+def test_malformed_hdf5_and_special_inputs_exit_2_with_one_line(tmp_path: Path, model: Path) -> None:
     png = encoded("PNG")
     cases = {"group": "is a group", "scalar": "of shape ()", "keys": "'keys' row 1 is not UTF-8"}
     for name, message in cases.items():
@@ -126,6 +126,11 @@ def test_malformed_hdf5_inputs_exit_2_with_one_line(tmp_path: Path, model: Path)
         assert res.returncode == 2 and message in res.stderr, (name, res.stderr[-2000:])
         assert "Traceback" not in res.stderr and len([line for line in res.stderr.splitlines()
                                                       if str(path) in line]) == 1
+    for name in ("fifo.h5", "fifo.tar", "fifo.txt"):  # opening one would wait for a writer forever
+        os.mkfifo(tmp_path / name)
+        res = batchscore("score", "--input", str(tmp_path / name), "--model", str(model), "--output",
+                         str(tmp_path / "fifo"), timeout=60)
+        assert res.returncode == 2 and "not a regular file" in res.stderr, (name, res.stderr[-2000:])
 
 
 def mutations(data: bytes, rng: np.random.Generator) -> bytes:
@@ -211,7 +216,8 @@ def test_fuzzed_encodings_are_arrays_or_decode_errors() -> None:
 
 def test_special_files_links_and_loops_give_one_row_each(tmp_path: Path, sample_dir: Path, model: Path) -> None:
     """A FIFO, a link to /dev/zero, a socket and an oversized file named .jpg are error rows (no blocked rank, no
-    endless read); two symlink loops and a second link to a folder list nothing twice and are counted."""
+    endless read); two symlink loops and a second link to a folder list nothing twice and are counted, as is a
+    hidden folder."""
     root = tmp_path / "in"
     (root / "sub").mkdir(parents=True)
     good = sorted(sample_dir.glob("*/*.jpg"))[:3]
@@ -226,6 +232,8 @@ def test_special_files_links_and_loops_give_one_row_each(tmp_path: Path, sample_
     os.symlink(".", root / "loop")
     os.symlink("..", root / "sub" / "up")
     os.symlink("sub", root / "alias")
+    (root / ".hidden").mkdir()  # not walked, as before: counted now
+    shutil.copy(good[0], root / ".hidden" / "x.jpg")
     try:
         res, rows, summary = run(tmp_path, [root], model, timeout=120)
     finally:
@@ -236,7 +244,7 @@ def test_special_files_links_and_loops_give_one_row_each(tmp_path: Path, sample_
     assert "not a regular file (a character device)" in rows["zero.jpg"][1]
     assert rows["sock.jpg"][0] == 1 and "too large" in rows["huge.jpg"][1]
     assert len(rows) == 3 + 4
-    assert summary["skipped"] == {"repeated_folders": 3}
+    assert summary["skipped"] == {"repeated_folders": 3, "hidden_folders": 1}
 
 
 def test_rank_0_waits_for_a_slow_rank_without_spinning() -> None:
