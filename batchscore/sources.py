@@ -18,8 +18,8 @@ from pathlib import Path, PurePosixPath
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
 HDF5_EXTENSIONS = frozenset({".h5", ".hdf5"})
-#: the most bytes read as one image (file or tar member): more than any image under Pillow's pixel limit takes in
-#: a supported encoding; a larger one (or a link to /dev/zero) is an error row, not an unbounded read
+#: the most bytes read as one image (file or tar member): above what an 8- or 16-bit RGBA image at Pillow's pixel
+#: limit takes uncompressed; a larger one (or a link to /dev/zero) is an error row, not an unbounded read
 MAX_IMAGE_BYTES = 1 << 30
 #: tar and HDF5 files one Reader keeps open (least recently used closed first): items come in key order, shard
 #: after shard, so a few suffice, and thousands of shards stay under the open-file limit
@@ -41,7 +41,7 @@ class Item:
     kind: "file" (path), "tar" (path, offset, size), "h5" (path, dataset, index) or "bad"
     (listed but unreadable by construction, e.g. an unsafe tar member; `error` says why).
     Keys and paths are str; a name whose bytes are not UTF-8 is surrogate-escaped (os.fsdecode), as Python's os
-    functions give it (writer.py stores the bytes).
+    functions give it (keys.py: HDF5 files store the bytes).
     """
 
     key: str
