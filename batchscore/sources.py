@@ -24,6 +24,8 @@ MAX_IMAGE_BYTES = 1 << 30
 #: tar and HDF5 files one Reader keeps open (least recently used closed first): items come in key order, shard
 #: after shard, so a few suffice, and thousands of shards stay under the open-file limit
 OPEN_FILES = 8
+#: how gzip, bzip2, xz and zstd files start: a .tar that starts so is compressed, not damaged
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
 
 
 class SourceError(ValueError):
@@ -118,8 +120,13 @@ def list_tar(path: Path, key_prefix: str, skipped: Counter | None = None) -> lis
             if damaged and skipped is not None:
                 skipped["tar_damaged_tails"] += 1
     except tarfile.ReadError as exc:
-        raise SourceError(f"{path}: not a readable uncompressed tar ({exc}); compressed tars are not supported, "
-                          "use plain .tar shards") from None
+        with open(path, "rb") as f:
+            compressed = f.read(6).startswith(COMPRESSED_MAGIC)
+        if compressed:
+            raise SourceError(f"{path}: a compressed tar; compressed tars are not supported, use plain .tar "
+                              "shards") from None
+        raise SourceError(f"{path}: not a readable tar ({exc}); it is truncated before its first member or not "
+                          "a tar") from None
     return items
 
 

@@ -6,6 +6,7 @@ and scores them with the real command, under mpiexec where ranks matter, reading
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -28,7 +29,7 @@ from PIL import Image
 from conftest import MPIEXEC, PYTHON, ROOT, batchscore, mpi_env, write_job
 
 from batchscore.preprocess import DecodeError, Preprocess, preprocess
-from batchscore.sources import MAX_IMAGE_BYTES
+from batchscore.sources import MAX_IMAGE_BYTES, SourceError, list_items
 
 
 def encoded(fmt: str, size: tuple[int, int] = (96, 64), **kw: object) -> bytes:
@@ -399,3 +400,16 @@ def test_unlistable_folders_tar_links_and_cut_tars_are_rows(sample_dir: Path, mo
     assert summary["skipped"] == {"tar_damaged_tails": 1}
     assert len(rows) == 1 + 1 + 4 + 3 + 1
     assert not [k for k in rows if k.startswith("locked/") and k != "locked/"]
+
+
+def test_a_tar_cut_in_its_first_header_says_truncated_and_a_gzip_says_compressed(tmp_path: Path) -> None:
+    """Given as inputs, a tar with no readable member is exit 2 at start, saying which of the two it is."""
+    with tarfile.open(tmp_path / "whole.tar", "w") as tar:
+        add(tar, "a.jpg", encoded("JPEG"))
+    whole = (tmp_path / "whole.tar").read_bytes()
+    (tmp_path / "cut.tar").write_bytes(whole[:300])
+    (tmp_path / "packed.tar").write_bytes(gzip.compress(whole))
+    with pytest.raises(SourceError, match="truncated before its first member or not a tar"):
+        list_items([tmp_path / "cut.tar"])
+    with pytest.raises(SourceError, match="compressed tars are not supported"):
+        list_items([tmp_path / "packed.tar"])
