@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from mpi4py import MPI
 
 PROGRESS_TAG = 7301
+#: rank 0's wait for the other ranks' ends: how often it looks, and after how long without news it says so
+POLL_SECONDS = 0.05
+STALL_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -102,10 +105,20 @@ class Progress:
         """Send this rank's final count; on rank 0, drain until every rank has finished."""
         self.update(count, final=True)
         if self.comm.rank == 0:
+            # polled with a sleep, not a blocking recv (MPI busy-waits in it: a stuck rank cost a core)
+            heard, warned = time.monotonic(), 0.0
             while not all(self.finished):
-                status = MPI.Status()
-                msg = self.comm.recv(source=MPI.ANY_SOURCE, tag=PROGRESS_TAG, status=status)
-                self._set(status.Get_source(), *msg)
+                before = list(self.counts)
+                self._poll()
+                now = time.monotonic()
+                if self.counts != before:
+                    heard = now
+                elif now - heard >= STALL_SECONDS and now - warned >= STALL_SECONDS:
+                    waiting = [r for r, done in enumerate(self.finished) if not done]
+                    log(0, f"waiting for rank(s) {', '.join(map(str, waiting))}: no progress for "
+                           f"{now - heard:.0f} s (an image read that never ends? see their logs)")
+                    warned = now
+                time.sleep(POLL_SECONDS)
             if self.bar is not None:
                 self.bar.close()
         else:

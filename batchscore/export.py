@@ -58,12 +58,12 @@ def export_parquet(results: Path, output: Path | None = None, chunk_rows: int = 
                 for start in range(0, len(f["key"]), chunk_rows):
                     rows = slice(start, start + chunk_rows)
                     idx, ok = f["topk_index"][rows], f["status"][rows] == STATUS_OK
-                    errors = f["error"].asstr()[rows]
+                    errors = f["error"].asstr(errors="backslashreplace")[rows]
                     offsets = pa.array(np.arange(0, idx.size + 1, idx.shape[1], dtype=np.int32))
                     names = classes[np.where(ok[:, None], idx, 0)] if len(classes) else idx
                     n = len(idx)
                     writer.write_table(pa.table([
-                        pa.array(f["key"].asstr()[rows]),
+                        pa.array(f["key"].asstr(errors="backslashreplace")[rows]),  # Parquet strings are UTF-8
                         pa.ListArray.from_arrays(offsets, pa.array(names.ravel()), mask=pa.array(~ok)),
                         pa.ListArray.from_arrays(offsets, pa.array(f["topk_score"][rows].ravel()), mask=pa.array(~ok)),
                         pa.array(np.where(ok, "ok", "error")),

@@ -42,8 +42,9 @@ import numpy as np
 from .comm import log
 from .config import ConfigError, Job
 from .h5lock import is_lock_error, lock_advice
-from .sources import Item, Reader
-from .writer import STR, atomic_path, publish
+from .keys import STR, decode_strings, encode_strings
+from .sources import Item, Reader, tar_members
+from .writer import atomic_path, publish
 
 INDEX = "index.h5"
 RUNS = "runs"
@@ -86,7 +87,7 @@ def _read(path: Path) -> h5py.File:
 
 
 def _strings(f: h5py.File, name: str) -> list[str]:
-    return f[name].asstr()[:].tolist() if name in f else []
+    return decode_strings(f[name]).tolist() if name in f else []
 
 
 @dataclass
@@ -144,7 +145,8 @@ class Index:
                                         ("mtime_ns", self.mtime_ns, np.int64), ("sha256", self.sha256, STR),
                                         ("run", self.run, STR), ("removed", self.removed, STR)):
                 values = [column[i] for i in order]
-                f.create_dataset(name, data=np.array(values, dtype=object if dtype is STR else dtype), dtype=dtype)
+                data = encode_strings(values) if dtype is STR else np.array(values, dtype)
+                f.create_dataset(name, data=data, dtype=dtype)
             f.attrs["fingerprint"] = json.dumps(self.fingerprint)
             f.attrs.create("runs", np.array(self.runs, dtype=object), dtype=STR)
             f.attrs["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -166,7 +168,7 @@ def stat_items(items: list[Item]) -> list[tuple[int, int]]:
     @functools.cache
     def tar_mtimes(path: str) -> dict[int, int]:
         with tarfile.open(path, mode="r:") as tar:
-            return {m.offset_data: int(m.mtime * 1e9) for m in tar}
+            return {m.offset_data: int(m.mtime * 1e9) for m in tar_members(tar)}  # a cut tar: its listed members
 
     return [(it.size, tar_mtimes(it.path).get(it.offset, 0)) if it.kind == "tar"
             else stat(it.path) if it.kind in ("file", "h5") else (0, 0) for it in items]
@@ -222,7 +224,7 @@ def save_changes(changes: Changes) -> None:
     with h5py.File(tmp, "w") as f:
         for name, values in (("key", changes.keys), ("change", changes.change), ("sha256", changes.sha256),
                              ("removed", changes.removed)):
-            f.create_dataset(name, data=np.array(values, dtype=object), dtype=STR)
+            f.create_dataset(name, data=encode_strings(values), dtype=STR)
         f.create_dataset("size", data=np.array(changes.size, dtype=np.int64))
         f.create_dataset("mtime_ns", data=np.array(changes.mtime_ns, dtype=np.int64))
         f.attrs["run_id"] = changes.run_id

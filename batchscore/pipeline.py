@@ -171,8 +171,10 @@ def read_item(item: Item, ahead: Future | None = None, index: int = 0) -> tuple[
     t0 = time.perf_counter()
     try:
         return _reader().read(item), "", time.perf_counter() - t0
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # says what failed, e.g. "[Errno 2] No such file or directory: ..."
         return None, f"read failed: {exc}", time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - whatever else one item's read raises (h5py: TypeError ...) is its row
+        return None, f"read failed: {type(exc).__name__}: {exc}", time.perf_counter() - t0
 
 
 def decode_into(out: np.ndarray, item: Item, spec: Preprocess, draft: bool = False, ahead: Future | None = None,

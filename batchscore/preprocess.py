@@ -15,6 +15,8 @@ from PIL import Image, ImageOps
 
 #: Pillow's own default limit (about 89 Mpixel); larger images are refused as decompression bombs.
 DEFAULT_MAX_PIXELS = 89_478_485
+#: the largest shorter-side-resized image made whole; beyond it only the crop's region is resampled (resize_crop)
+MAX_RESIZED_PIXELS = 1 << 24
 
 
 class DecodeError(ValueError):
@@ -63,31 +65,44 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: tuple[int, 
             if draft:
                 img.draft(None, draft)
             img.load()
+            img = ImageOps.exif_transpose(img)  # parses the EXIF block: a corrupt one is this image's error
+            if img.mode != "RGB":
+                if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                    img = img.convert("RGBA")
+                    background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                    img = Image.alpha_composite(background, img)
+                img = img.convert("RGB")
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeError(f"decompression bomb: {exc}") from None
     except Image.UnidentifiedImageError:
         raise DecodeError("not an image") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DecodeError(f"corrupt image: {exc}") from None
-    img = ImageOps.exif_transpose(img)
-    if img.mode != "RGB":
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            img = img.convert("RGBA")
-            background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(background, img)
-        img = img.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad bytes; each is one image's error
+        raise DecodeError(corrupt(exc)) from None
     return img
 
 
+def corrupt(exc: Exception) -> str:
+    """The error text of an image whose bytes made the decoder raise `exc`: its type and message."""
+    return f"corrupt image: {type(exc).__name__}: {exc}"
+
+
 def resize_crop(img: Image.Image, spec: Preprocess) -> Image.Image:
-    """Resize the shorter side to spec.resize (antialiased bilinear), then centre-crop spec.crop."""
+    """Resize the shorter side to spec.resize (antialiased bilinear), then centre-crop spec.crop.
+
+    An extreme aspect ratio (a resized image over MAX_RESIZED_PIXELS, e.g. gigapixels for a 30000x1 strip) has
+    only the part of the source under the crop resampled (Pillow's `box`): the same geometry, to within rounding,
+    without the huge intermediate."""
     w, h = img.size
     scale = spec.resize / min(w, h)
     new_w, new_h = max(spec.resize, round(w * scale)), max(spec.resize, round(h * scale))
-    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=None)
     left, top = (new_w - spec.crop) // 2, (new_h - spec.crop) // 2
+    if new_w * new_h > MAX_RESIZED_PIXELS:
+        sx, sy = w / new_w, h / new_h
+        box = (left * sx, top * sy, (left + spec.crop) * sx, (top + spec.crop) * sy)
+        return img.resize((spec.crop, spec.crop), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=None)
     return img.crop((left, top, left + spec.crop, top + spec.crop))
 
 
@@ -106,5 +121,5 @@ def preprocess(data: bytes, spec: Preprocess, draft: bool = False) -> np.ndarray
         return to_tensor(resize_crop(decode(data, spec.max_pixels, (spec.resize,) * 2 if draft else None), spec), spec)
     except DecodeError:
         raise
-    except (OSError, ValueError) as exc:  # truncated data surfaces only during resize
-        raise DecodeError(f"corrupt image: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - truncated data surfaces only during resize, as any type
+        raise DecodeError(corrupt(exc)) from None

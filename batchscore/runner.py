@@ -6,7 +6,7 @@ import json
 import shutil
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -60,6 +60,7 @@ class Plan:
     precision_check: dict | None = None  # the accuracy gate's figures and the variant's metadata
     decode: str = "cpu"  # "cpu", "gpu" or "hybrid": job.decode resolved for this backend (gpudecode.py)
     decode_reason: str = ""
+    skipped: dict[str, int] | None = None  # what the listing passed over, by reason (sources.list_items)
 
     def empty_outputs(self) -> dict[str, np.ndarray]:
         """Zero-row outputs for a batch in which no image decoded."""
@@ -79,7 +80,8 @@ def plan_run(job: Job) -> Plan:
     try:
         info = inspect_model(job.model)
         sha = model_sha256(job.model, info)
-        items = list_items(job.input, job.hdf5_dataset)
+        skipped: Counter = Counter()
+        items = list_items(job.input, job.hdf5_dataset, skipped)
         classes = class_names(job.classes, info.metadata)
     except (ModelError, SourceError) as exc:
         raise ConfigError(lock_advice(job.input[0]) if is_lock_error(exc) else str(exc)) from None
@@ -149,7 +151,7 @@ def plan_run(job: Job) -> Plan:
     todo = [it for it in items if it.key not in done]
     return Plan(todo, [it.key for it in items], uuid.uuid4().hex[:12], backend, reason, sha,
                 shapes, save, len(items) - len(todo), classes, changes, model=model, precision_check=check,
-                decode=decode, decode_reason=decode_reason)
+                decode=decode, decode_reason=decode_reason, skipped=dict(skipped))
 
 
 #: top-k up to this k takes k argmax passes; a larger k, one partition (benchmarks/topk.py: at k = 16 the passes
@@ -332,6 +334,7 @@ def finish(job: Job, plan: Plan, stats: list[RankStats], wall_start: float) -> d
         failed = int((f["status"][:] != 0).sum()) if "status" in f else 0  # no rows: an incremental no-op
     summary = summarize(stats, wall_seconds=time.perf_counter() - wall_start, total_keys=len(plan.all_keys),
                         failed_total=failed, resumed=plan.resumed, info=info)
+    summary["skipped"] = plan.skipped or {}
     if plan.incremental:  # scores.h5 is published: now fold this run into OUTPUT/index.h5
         summary["incremental"] = publish_run(plan.incremental, plan.all_keys)
     write_json(job.output / "summary.json", summary)

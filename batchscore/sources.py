@@ -8,17 +8,32 @@ extracted; HDF5 sources hold encoded image bytes, one per row.
 from __future__ import annotations
 
 import os
+import stat
 import tarfile
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
 HDF5_EXTENSIONS = frozenset({".h5", ".hdf5"})
+#: the most bytes read as one image (file or tar member): above what an 8- or 16-bit RGBA image at Pillow's pixel
+#: limit takes uncompressed; a larger one (or a link to /dev/zero) is an error row, not an unbounded read
+MAX_IMAGE_BYTES = 1 << 30
+#: tar and HDF5 files one Reader keeps open (least recently used closed first): items come in key order, shard
+#: after shard, so a few suffice, and thousands of shards stay under the open-file limit
+OPEN_FILES = 8
+#: how gzip, bzip2, xz and zstd files start: a .tar that starts so is compressed, not damaged
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
 
 
 class SourceError(ValueError):
     """An input that cannot be listed at all (missing, unknown type); fails the job at start."""
+
+
+class ItemError(OSError):
+    """One item that cannot be read (not a regular file, too large, listed as bad); its error row says why."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +42,8 @@ class Item:
 
     kind: "file" (path), "tar" (path, offset, size), "h5" (path, dataset, index) or "bad"
     (listed but unreadable by construction, e.g. an unsafe tar member; `error` says why).
+    Keys and paths are str; a name whose bytes are not UTF-8 is surrogate-escaped (os.fsdecode), as Python's os
+    functions give it (keys.py: HDF5 files store the bytes).
     """
 
     key: str
@@ -46,81 +63,189 @@ def _unsafe_member(name: str) -> bool:
     return name.startswith(("/", "\\")) or ".." in PurePosixPath(name.replace("\\", "/")).parts
 
 
-def list_tar(path: Path, key_prefix: str) -> list[Item]:
-    """Members of an uncompressed tar, by offset; unsafe names become "bad" items."""
+def _tar_item(member: tarfile.TarInfo, key: str, path: Path, regular: dict[str, tarfile.TarInfo],
+              size: int) -> Item:
+    """The item of one tar member with an image name: its bytes by offset, or "bad" with the reason."""
+    bad = None
+    if _unsafe_member(member.name):
+        bad = "unsafe path in tar (absolute or '..')"
+    elif member.islnk():  # a hard link names an earlier member: its bytes are that member's
+        target = regular.get(member.linkname)
+        if target is None:
+            bad = f"tar hard link to {member.linkname!r}, which is not a file earlier in the tar"
+        else:
+            member = target
+    elif member.issym():
+        bad = f"tar symbolic link to {member.linkname!r}; links in tars are not followed"
+    elif not member.isfile():
+        bad = "not a regular file in the tar"
+    if bad is None and member.size > MAX_IMAGE_BYTES:
+        bad = f"too large ({member.size} bytes > {MAX_IMAGE_BYTES})"
+    if bad is None and member.offset_data + member.size > size:
+        bad = (f"truncated tar: the member's data is cut off ({max(0, size - member.offset_data)} of "
+               f"{member.size} bytes in the file)")
+    if bad:
+        return Item(key, "bad", str(path), error=bad)
+    return Item(key, "tar", str(path), member.offset_data, member.size)
+
+
+def tar_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """A tar's members up to where it is cut or damaged (where tarfile raises ReadError after the first)."""
+    try:
+        yield from tar
+    except tarfile.ReadError:
+        return
+
+
+def list_tar(path: Path, key_prefix: str, skipped: Counter | None = None) -> list[Item]:
+    """Members of an uncompressed tar with image names, by offset; unsafe names, links that cannot be read and
+    members a truncated tar cuts off become "bad" items. A cut or damaged header, where no member can be
+    named, counts in `skipped["tar_damaged_tails"]`."""
     items = []
+    if not path.is_file():
+        raise SourceError(f"{path}: not a regular file; give plain .tar shards")
+    size = path.stat().st_size
     try:
         with tarfile.open(path, mode="r:") as tar:
-            for member in tar:
-                if not member.isfile() or not _is_image(member.name):
-                    continue
-                key = f"{key_prefix}:{member.name}"
-                if _unsafe_member(member.name):
-                    items.append(Item(key, "bad", str(path), error="unsafe path in tar (absolute or '..')"))
-                else:
-                    items.append(Item(key, "tar", str(path), member.offset_data, member.size))
+            regular: dict[str, tarfile.TarInfo] = {}
+            for member in tar_members(tar):
+                if member.isfile():
+                    regular[member.name] = member
+                if not member.isdir() and _is_image(member.name):
+                    items.append(_tar_item(member, f"{key_prefix}:{member.name}", path, regular, size))
+            damaged = False
+            if tar.offset < size:  # stopped before the end: at a cut or bad header, or the end-of-archive zeros
+                tar.fileobj.seek(tar.offset)
+                damaged = any(tar.fileobj.read(tarfile.BLOCKSIZE))
+            if damaged and skipped is not None:
+                skipped["tar_damaged_tails"] += 1
     except tarfile.ReadError as exc:
-        raise SourceError(f"{path}: not a readable uncompressed tar ({exc}); compressed tars are not supported, "
-                          "use plain .tar shards") from None
+        with open(path, "rb") as f:
+            compressed = f.read(6).startswith(COMPRESSED_MAGIC)
+        if compressed:
+            raise SourceError(f"{path}: a compressed tar; compressed tars are not supported, use plain .tar "
+                              "shards") from None
+        raise SourceError(f"{path}: not a readable tar ({exc}); it is truncated before its first member or not "
+                          "a tar") from None
     return items
 
 
 def list_hdf5(path: Path, dataset: str, key_prefix: str) -> list[Item]:
-    """Rows of an HDF5 dataset of encoded images; keys from a sibling 'keys' dataset when present."""
+    """Rows of an HDF5 dataset of encoded images; keys from a sibling 'keys' dataset when present (UTF-8)."""
     import h5py
 
+    if not path.is_file():  # HDF5 would block opening a FIFO
+        raise SourceError(f"{path}: not a regular file; give an HDF5 file")
     try:
         with h5py.File(path, "r") as f:
             if dataset not in f:
                 raise SourceError(f"{path}: no dataset {dataset!r} (set hdf5_dataset in the job file); "
                                   f"found: {', '.join(f.keys()) or 'nothing'}")
-            n = len(f[dataset])
-            names = [k.decode() if isinstance(k, bytes) else str(k) for k in f["keys"][:]] if "keys" in f else None
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot open as HDF5: {exc}") from None
+            images, keys = f[dataset], f.get("keys")
+            for name, obj in ((dataset, images), ("keys", keys)):
+                if obj is not None and (not isinstance(obj, h5py.Dataset) or obj.ndim != 1 and name == "keys"
+                                        or obj.ndim == 0):
+                    what = "a group" if not isinstance(obj, h5py.Dataset) else f"of shape {obj.shape}"
+                    raise SourceError(f"{path}: {name!r} is {what}; it must be a dataset with one row per image")
+            n = len(images)
+            names = None if keys is None else [_key_text(k, path, i) for i, k in enumerate(keys[:])]
+    except SourceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - h5py raises OSError, KeyError, TypeError on damaged files
+        raise SourceError(f"{path}: cannot read as HDF5: {type(exc).__name__}: {exc}") from None
     if names is not None and len(names) != n:
         raise SourceError(f"{path}: 'keys' has {len(names)} rows but {dataset!r} has {n}")
     return [Item(f"{key_prefix}:{names[i] if names else f'{i:09d}'}", "h5", str(path), offset=i, dataset=dataset)
             for i in range(n)]
 
 
+def _key_text(key: object, path: Path, row: int) -> str:
+    if not isinstance(key, bytes):
+        return str(key)
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        raise SourceError(f"{path}: 'keys' row {row} is not UTF-8 ({key[:40]!r}); store the keys as UTF-8 "
+                          "strings") from None
+
+
 def list_file_list(path: Path) -> list[Item]:
-    """A text file of image paths, one per line (relative to the list file's folder); '#' comments."""
+    """A text file of image paths, one per line (relative to the list file's folder); '#' comments.
+
+    Lines are read as file names are: bytes that are not UTF-8 are kept surrogate-escaped, so they name the
+    file and its key as a folder listing would."""
+    if not path.is_file():
+        raise SourceError(f"{path}: not a regular file; give a text file of image paths")
     base = path.parent
     items = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_bytes().decode("utf-8", "surrogateescape").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             items.append(Item(line, "file", str(base / line)))
     return items
 
 
-def list_dir(root: Path) -> list[Item]:
-    """Images under a folder, recursively; plain tar shards found there are expanded in place."""
-    items = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            if _is_image(name):
-                items.append(Item(rel, "file", str(full)))
-            elif name.endswith(".tar"):
-                items.extend(list_tar(full, rel))
+def list_dir(root: Path, skipped: Counter | None = None) -> list[Item]:
+    """Images under a folder, recursively; plain tar shards found there are expanded in place.
+
+    Every folder is listed once, under the first path that reaches it: real sub-folders before symlinked ones,
+    each level in name order, so a symlink loop or a second link to a folder adds nothing (counted in
+    `skipped["repeated_folders"]`); folders whose names start with "." are not walked (`skipped["hidden_folders"]`).
+    A folder that cannot be listed is a "bad" item keyed by its path and "/"."""
+    skipped = Counter() if skipped is None else skipped
+    items: list[Item] = []
+    seen: set[tuple[int, int]] = set()
+    folders: list[tuple[str, str]] = [(str(root), "")]
+    links: list[tuple[str, str]] = []
+    while folders or links:
+        folder, rel = folders.pop() if folders else links.pop(0)
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                skipped["repeated_folders"] += 1
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name, reverse=True)
+        except OSError as exc:
+            if not rel:
+                raise SourceError(f"input {root}: cannot list folder: {exc.strerror or exc}") from None
+            items.append(Item(rel, "bad", folder, error=f"cannot list folder: {exc.strerror or exc}"))
+            continue
+        for entry in entries:
+            key = rel + entry.name
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if entry.name.startswith("."):  # .git, .parts, .snapshot ...: not walked, but counted
+                    skipped["hidden_folders"] += 1
+                else:
+                    (links if entry.is_symlink() else folders).append((entry.path, key + "/"))
+            elif _is_image(entry.name):
+                items.append(Item(key, "file", entry.path))
+            elif entry.name.endswith(".tar"):
+                try:
+                    items.extend(list_tar(Path(entry.path), key, skipped))
+                except SourceError as exc:
+                    items.append(Item(key, "bad", entry.path, error=str(exc)))
     return items
 
 
-def list_items(inputs: tuple[Path, ...] | list[Path], hdf5_dataset: str = "images") -> list[Item]:
-    """All items of all inputs in global (sorted key) order; duplicate keys are an error."""
+def list_items(inputs: tuple[Path, ...] | list[Path], hdf5_dataset: str = "images",
+               skipped: Counter | None = None) -> list[Item]:
+    """All items of all inputs in global (sorted key) order; duplicate keys are an error. `skipped` counts what
+    was passed over, by reason (see list_dir and list_tar)."""
     items: list[Item] = []
     for path in inputs:
         if not path.exists():
             raise SourceError(f"input not found: {path}")
         suffix = path.suffix.lower()
         if path.is_dir():
-            items.extend(list_dir(path))
+            items.extend(list_dir(path, skipped))
         elif suffix == ".tar":
-            items.extend(list_tar(path, path.name))
+            items.extend(list_tar(path, path.name, skipped))
         elif suffix in HDF5_EXTENSIONS:
             items.extend(list_hdf5(path, hdf5_dataset, path.name))
         elif suffix in LIST_EXTENSIONS:
@@ -145,27 +270,28 @@ def shard(items: list, rank: int, size: int) -> list:
 
 
 class Reader:
-    """Reads item bytes, keeping tar and HDF5 handles open for the life of the reader (one per worker)."""
+    """Reads item bytes, keeping up to OPEN_FILES tar and HDF5 handles open (one reader per worker)."""
 
     def __init__(self) -> None:
-        self._files: dict[str, object] = {}
+        self._files: OrderedDict[str, object] = OrderedDict()
 
     def read(self, item: Item) -> bytes:
-        """The encoded bytes of one item; OSError (or ValueError for "bad" items) on failure."""
+        """The encoded bytes of one item; OSError (ItemError for what is not read at all) on failure."""
         if item.kind == "file":
-            with open(item.path, "rb") as f:
-                return f.read()
+            return read_file(item.path)
         if item.kind == "tar":
+            if item.size > MAX_IMAGE_BYTES:
+                raise ItemError(f"too large ({item.size} bytes > {MAX_IMAGE_BYTES})")
             f = self._open(item.path)
             f.seek(item.offset)
             data = f.read(item.size)
             if len(data) != item.size:
-                raise OSError(f"tar member truncated ({len(data)} of {item.size} bytes)")
+                raise ItemError(f"truncated tar: member cut off ({len(data)} of {item.size} bytes)")
             return data
         if item.kind == "h5":
             dset = self._open(item.path)[item.dataset]
             return bytes(memoryview(dset[item.offset]))
-        raise ValueError(item.error or f"unreadable item kind {item.kind!r}")
+        raise ItemError(item.error or f"unreadable item kind {item.kind!r}")
 
     def read_span(self, path: str, offset: int, size: int) -> bytes:
         """`size` bytes of a tar from `offset` in one sequential read (fewer at the end of a truncated file)."""
@@ -176,15 +302,43 @@ class Reader:
     def _open(self, path: str):  # noqa: ANN202 - file or h5py.File
         handle = self._files.get(path)
         if handle is None:
+            while len(self._files) >= OPEN_FILES:
+                self._files.popitem(last=False)[1].close()
             if path.endswith(".tar"):
                 handle = open(path, "rb", buffering=1 << 20)
             else:
                 import h5py
                 handle = h5py.File(path, "r")
             self._files[path] = handle
+        else:
+            self._files.move_to_end(path)
         return handle
 
     def close(self) -> None:
         for handle in self._files.values():
             handle.close()
         self._files.clear()
+
+
+def read_file(path: str, limit: int = MAX_IMAGE_BYTES) -> bytes:
+    """A regular file's bytes, at most `limit`: a FIFO, device or socket is an ItemError, never a blocked or
+    endless read (opened non-blocking, checked with fstat before reading)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ItemError(f"not a regular file ({_file_type(st.st_mode)})")
+        if st.st_size > limit:
+            raise ItemError(f"too large ({st.st_size} bytes > {limit})")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ItemError(f"too large (more than {limit} bytes)")
+    return data
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a file"

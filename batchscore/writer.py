@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-STR = h5py.string_dtype("utf-8")
+from .keys import STR, decode_strings, encode_strings
 STATUS_OK, STATUS_ERROR = 0, 1
 PARTS = ".parts"
 
@@ -67,11 +67,11 @@ class Rows:
 
 
 def _write_rows(f: h5py.File, rows: Rows) -> None:
-    f.create_dataset("key", data=np.array(rows.keys, dtype=object), dtype=STR)
+    f.create_dataset("key", data=encode_strings(rows.keys), dtype=STR)
     f.create_dataset("topk_index", data=np.concatenate(rows.topk_index))
     f.create_dataset("topk_score", data=np.concatenate(rows.topk_score))
     f.create_dataset("status", data=np.concatenate(rows.status))
-    f.create_dataset("error", data=np.array(rows.errors, dtype=object), dtype=STR)
+    f.create_dataset("error", data=encode_strings(rows.errors), dtype=STR)
     for name, arrays in rows.outputs.items():
         f.create_dataset(f"outputs/{name}", data=np.concatenate(arrays))
 
@@ -118,7 +118,7 @@ def done_keys(out_dir: Path) -> set[str]:
     keys: set[str] = set()
     for part in part_files(out_dir):
         with h5py.File(part, "r") as f:
-            keys.update(k.decode() for k in f["key"][:])
+            keys.update(decode_strings(f["key"]).tolist())
     return keys
 
 
@@ -132,7 +132,7 @@ def merge(out_dir: Path, expected_keys: list[str], attrs: dict, final_name: str 
     part_keys = []
     for part in parts:
         with h5py.File(part, "r") as f:
-            part_keys.append(f["key"].asstr()[:])
+            part_keys.append(decode_strings(f["key"]))
     all_keys = np.concatenate(part_keys) if part_keys else np.array([], dtype=object)
     order = np.argsort(all_keys, kind="stable")
     sorted_keys = all_keys[order]
@@ -144,7 +144,7 @@ def merge(out_dir: Path, expected_keys: list[str], attrs: dict, final_name: str 
     final = out_dir / final_name
     tmp = atomic_path(final)
     with h5py.File(tmp, "w") as out:
-        out.create_dataset("key", data=sorted_keys.astype(object), dtype=STR)
+        out.create_dataset("key", data=encode_strings(sorted_keys), dtype=STR)
         for part, keys in zip(parts, part_keys):
             positions = np.searchsorted(sorted_keys, keys)
             with h5py.File(part, "r") as f:
