@@ -151,6 +151,51 @@ _PREPROCESS_SCHEMA: dict[str, tuple[type, ...]] = {
 }
 REQUIRED = ("input", "model", "output")
 
+#: one line per job key, what it means; docs/reference/job-file.md is generated from these and the schema
+#: (tools/gen_reference.py), so a new key needs a line here.
+KEY_HELP: dict[str, str] = {
+    "input": "images to score: a folder (recursive), an uncompressed .tar, a .h5 of encoded images, a list file "
+             "(.txt/.lst), or an array of them",
+    "model": "the ONNX model (float32 NCHW input, dynamic batch axis); for fp16/int8 the FP32 source",
+    "output": "results folder: scores.h5, summary.json, and the part files of an unfinished run",
+    "batch_size": "images per inference call",
+    "top_k": "classes kept per image, best first",
+    "backend": "inference engine: auto picks tensorrt, else torch on a GPU, else onnxruntime",
+    "precision": "fp32, or an fp16/int8 variant built from the model on first use and cached",
+    "save_outputs": "model outputs to keep in full in scores.h5 (outputs/NAME); true keeps all",
+    "classes": "text file of class names, one a line, stored with the scores",
+    "labels": "CSV of key,label; the int8 accuracy gate and `accuracy` then measure labelled top-1",
+    "hdf5_dataset": "dataset of encoded image bytes in .h5 inputs",
+    "workers": "CPU decode workers per rank; 0 sizes them from the rank's cores",
+    "worker_kind": "CPU decode workers as processes or threads; auto: processes from 4 cores a rank",
+    "threads": "inference threads per rank; 0 sizes them from the rank's cores",
+    "commit_every": "batches per committed part file: the resume granularity",
+    "overwrite": "replace an existing result or discard an unfinished run in output",
+    "decode_draft": "let Pillow decode large JPEGs at a reduced scale (faster, pixels differ slightly)",
+    "incremental": "score only images new or changed since the last incremental run into output/runs/TIME/",
+    "manifest_hash": "incremental: a file whose size or mtime changed is rescored only if its SHA-256 changed",
+    "calib_input": "int8: calibrate on these paths instead of the job's input",
+    "calib_images": "int8: images in the seeded calibration sample (at most half of the input)",
+    "calib_method": "int8 calibration method",
+    "gate_images": "held-out images the accuracy gate compares against FP32 before scoring",
+    "max_top1_drop": "top-1 percentage points an fp16/int8 variant may lose against FP32, else exit 2",
+    "cache_dir": "engine and variant cache (default: $BATCHSCORE_CACHE or ~/.cache/batchscore for engines, "
+                 "output/.variants for variants)",
+    "share_gpus": "allow more than one rank of a node on one GPU",
+    "compile": "torch backend: eager, CUDA graphs, or an AOTInductor package built once per node and cached",
+    "decode": "where images are decoded: cpu, gpu (torch/tensorrt backends), hybrid (both on every batch), "
+              "auto (gpu when it works here)",
+    "gpu_decoder": "GPU decode library: nvimgcodec (hardware JPEG decoder, then CUDA), torchvision (nvJPEG), auto",
+    "gpu_decode_share": "hybrid: the GPU's share of each batch, or auto (tuned on the measured decode rate)",
+    "gpu_decode_threads": "GPU decoder threads per rank, each with its own CUDA stream; batches take turns",
+    "preprocess.resize": "shorter side after resizing (antialiased bilinear)",
+    "preprocess.crop": "side of the centre crop",
+    "preprocess.mean": "per-channel mean subtracted, in the model's channel order",
+    "preprocess.std": "per-channel standard deviation divided by",
+    "preprocess.channel_order": "RGB or BGR",
+    "preprocess.max_pixels": "larger images are refused as decompression bombs (error rows)",
+}
+
 
 def _type_name(types: tuple[type, ...]) -> str:
     names = {"str": "string", "list": "array", "int": "integer", "bool": "boolean", "float": "number"}

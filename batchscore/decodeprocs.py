@@ -1,9 +1,8 @@
 """Decode processes: a rank's CPU decode (read, decode, resize, normalise) in processes of its own.
 
-Why: the decode threads of pipeline.py share one interpreter lock. On a 16-core H200 host 16 threads decoded 596
-500x375 JPEGs a second and 16 of these processes 2,240 (3.8x; 8 workers: 1.7x; benchmarks/cpu_decode_scaling.py,
-docs/performance.md), and scoring with CPU decode ran 1.9x as fast. Each process has a lock of its own. On the
-2-core development VM threads scored the sample faster (PROCESS_CORES).
+Why: the decode threads of pipeline.py share one interpreter lock, so on many cores they stop scaling; each
+process has a lock of its own. On 2 cores threads scored the sample faster (PROCESS_CORES). Measurements:
+docs/dev/decisions/0001 (benchmarks/cpu_decode_scaling.py reproduces them).
 
 A process serves one request at a time: a share of a batch (SHARE_ROWS images at most). It reads them (tar
 members in one sequential read, pipeline.read_ahead), decodes each into a row of its shared-memory block (memfd)
@@ -38,9 +37,8 @@ from .pipeline import SHARE_ROWS, Row, decode_share
 from .preprocess import Preprocess
 from .sources import Item
 
-#: worker_kind = "auto" decodes in processes from this many cores a rank: on 2 cores threads scored the sample
-#: 1.55-1.62x a naive loop and processes 1.14-1.29x (their start-up, and the lock costs little there); on 16 cores
-#: processes decoded 1.4x (4 workers) to 3.8x (16) as fast as threads (docs/performance.md)
+#: worker_kind = "auto" decodes in processes from this many cores a rank: on 2 cores threads were faster (the
+#: processes' start-up costs more than the lock there), on many cores processes (docs/dev/decisions/0001)
 PROCESS_CORES = 4
 #: how long a new process may take to import and answer (a cold Python on a network filesystem can be slow)
 START_SECONDS = 120.0

@@ -10,8 +10,7 @@ CUDA_CONNECTIONS (the GPU decoder's streams beside the engine's).
 Two ranks of one node that land on the same physical GPU (more ranks than GPUs) is an error
 unless the job sets `share_gpus = true`: by mistake (a launcher that ignores the GPUs) it halves each
 rank's memory and, where the engine bounds the run, its throughput; on purpose it adds a GPU decoder
-where one rank's decoder thread is the bound (two ranks on one H200 scored 1.15-1.80x one rank end to
-end: docs/gpu.md, "Two ranks a GPU").
+where one rank's decoder thread is the bound (docs/guide/gpus.md, "Two ranks a GPU"; docs/dev/decisions/0009).
 """
 
 from __future__ import annotations
@@ -35,10 +34,8 @@ if TYPE_CHECKING:  # imported in bind_gpu: importing this module (the torch pack
 
 #: hardware work queues of a rank's CUDA context (CUDA's default is 8; a value the environment sets is kept).
 #: Streams are spread over the queues, and two streams on one queue wait for each other's work: the GPU decoder's
-#: per-image copies and kernels then queue behind the engine's batch, and the decode libraries wait on each image.
-#: Beside a looping ResNet-50 on an H200, the GPU decoder as scoring runs it fell from about 12.5k to 1.4k images/s
-#: with 8 queues and kept about 11k with 32 (benchmarks/gpu/contention.py); end to end, 32 was faster than 8 in six
-#: of six alternating pairs, by 3-21% (docs/performance.md)
+#: per-image copies and kernels then queue behind the engine's batch, and the decode libraries wait on each image
+#: (measurements: docs/dev/decisions/0002)
 CUDA_CONNECTIONS = "32"
 
 

@@ -2,14 +2,14 @@
 run too, so a batch reaches a GPU engine (torch, or TensorRT) without a host copy.
 
 Why: Pillow decodes and resizes a 500×375 JPEG at about 300 images/s per core, far below what a GPU
-engine takes (docs/performance.md). Libraries (`gpu_decoder`), best first:
-- nvImageCodec: the hardware JPEG decoder of A100/H100-class GPUs (no SM time taken from the engine),
+engine takes (docs/dev/performance.md). Libraries (`gpu_decoder`), best first:
+- nvImageCodec: the hardware JPEG decoder of data-centre GPUs that have one (no SM time taken from the engine),
   then its CUDA decoder for what the hardware one refuses;
 - nvJPEG through torchvision: the CUDA decoder.
 Each rank probes them on its GPU at start and logs which steps work. The tensors follow
 batchscore.preprocess step for step (shorter side to `resize` with antialiased bilinear, centre crop,
 /255, mean/std, channel order, float32 NCHW); pixels differ slightly, since the IDCT, chroma upsampling
-and resize are other implementations (docs/performance.md gives the measured difference).
+and resize are other implementations (docs/guide/gpus.md gives the measured difference).
 
 Per image, never per batch: bytes that a GPU decoder must not or cannot take go to the CPU path
 (`preprocess.preprocess`, on the decode workers), which also names the error of a bad image:
@@ -57,10 +57,8 @@ if TYPE_CHECKING:
 #: images per read task of the GPU share: per-image tasks cost more interpreter-lock time than the reads
 READ_CHUNK = 16
 #: read workers of a rank whose batches all go to a GPU decoder (the workers only read): more of them contend
-#: with the decoder thread and the loop for the interpreter lock. ResNet-50 end to end on the H100, 1 / 2 / 4
-#: workers: nvImageCodec 5,786 / 5,912 / 4,963 img/s, torchvision 6,420 / 6,101 / 4,887 (decode only, 8 and 17
-#: were slower than 4); two, not one, so that one slow read (a network filesystem) does not stall the decoder.
-#: On an H200 (page-cached files) one beat two: 7,920 against 7,125 img/s end to end, medians of three rounds
+#: with the decoder thread and the loop for the interpreter lock; two, not one, so that one slow read (a network
+#: filesystem) does not stall the decoder (measurements: docs/dev/decisions/0005).
 GPU_READ_WORKERS = 2
 #: backends whose engines take a batch that is already on the GPU (Engine.device_batches)
 GPU_DECODE_BACKENDS = ("torch", "tensorrt")
@@ -294,9 +292,8 @@ class ReusedImages(Turns):
     hardware step cannot go through the C API, `hwjpeg`).
 
     Why: new images are device memory allocated in the decode call and freed when the rank's loop lets go of the
-    batch, on the loop's thread, while the engine runs. Decoding into reused ones took the decoder thread 11-17%
-    less time and scoring ran 8-28% faster, in five of five pairs on an H200, and the loop's time spent letting go
-    of a batch fell from 1.1 to 0.36 s a run (docs/performance.md, "decoded into reused images").
+    batch, on the loop's thread, while the engine runs; reusing them saves the decoder thread and the loop that
+    work (docs/dev/decisions/0008).
 
     Where the last decode into a set gave no image (a rejected file), that set decodes into new images next
     time; a set over `budget` bytes (very large photos) is let go, so memory stays bounded. Each set also keeps
@@ -325,9 +322,9 @@ class ReusedImages(Turns):
         """`wrap(image)` for the image decoded into the set just taken at `position`: the tensor made last time
         where the decoder gave back the same image with the same buffer (address and shape), else a new one.
 
-        Why: wrapping 256 images and letting go of the tensors after took the decoder thread 12-16 µs of its
-        67-79 µs an image on an H200 (timed in the thread, h200-timers-d299881.json), and the loop's thread the time to
-        free them, with the interpreter lock held."""
+        Why: wrapping every image anew and letting go of the tensors after took a noticeable share of the decoder
+        thread's time an image, and the loop's thread the time to free them, with the interpreter lock held
+        (docs/dev/decisions/0008)."""
         layout = image.__cuda_array_interface__
         buffer = (layout["data"][0], tuple(layout["shape"]))
         images, views = self.sets[self.turn], self.views[self.turn]
@@ -341,10 +338,10 @@ class ReusedImages(Turns):
 
 
 class NvImageCodec:
-    """NVIDIA nvImageCodec's chain: the hardware JPEG decoder (A100, H100 and later: no SM time taken from the
+    """NVIDIA nvImageCodec's chain: the hardware JPEG decoder (GPUs that have one: no SM time taken from the
     engine), then its CUDA decoder (Huffman on CPU threads, the rest on the GPU) for what the hardware one
     refuses; None where both refuse (the CPU path is next). A step is kept only if it decodes the probe image
-    on this GPU (on the H100, nvImageCodec 0.9 could not even create its GPU-only Huffman decoder).
+    on this GPU (some nvImageCodec versions cannot create every decoder on every GPU).
 
     The hardware step goes through nvImageCodec's C API, a batch a call (`hwjpeg`), into the lane's
     `DeviceBuffers`; where that cannot be built or opened, through the Python API into reused images
@@ -472,9 +469,9 @@ class NvImageCodec:
     def wrap(self, image: object, stream: torch.cuda.Stream) -> torch.Tensor:
         """A decoded image (HWC, on the GPU) as a CHW tensor, no copy: its DLPack capsule, made ready on `stream`.
 
-        Why not torch.as_tensor (the CUDA array interface): 10.0 against 4.65 µs per image on an H200, side by side
-        (h200-ab-dlpack-warmup-copies4.json); nor torch.from_dlpack(image), which first tries keywords nvImageCodec
-        does not take, catching a TypeError each time (6.9 ms per 256 images on the H100, as_tensor 3.0)."""
+        Why not torch.as_tensor (the CUDA array interface): about twice the time per image, side by side; nor
+        torch.from_dlpack(image), which first tries keywords nvImageCodec does not take, catching a TypeError each
+        time (docs/dev/decisions/0008)."""
         return self.torch.from_dlpack(image.__dlpack__(stream=stream.cuda_stream)).permute(2, 0, 1)
 
     def probe(self, data: bytes) -> None:
@@ -532,8 +529,8 @@ class Queued:
     records, and the decoded images it still reads (the decode library's own buffers, kept alive until then).
 
     Why not synchronize in the lane: that held the lane's thread until its resize kernels had run, instead of
-    starting on the next batch; handing over queued work was faster in each of three rounds on an H200, decode
-    only and end to end (docs/performance.md)."""
+    starting on the next batch; handing over queued work was faster, decode only and end to end
+    (docs/dev/decisions/0008)."""
 
     done: torch.cuda.Event
     images: dict[int, torch.Tensor]
@@ -598,8 +595,8 @@ class GpuDecoder:
     def warm_up(self, chunk: Sequence[Item], spec: Preprocess) -> None:
         """Decode and resize `chunk` (the rank's first batch) on each lane, results dropped.
 
-        Why: a decoder's first batch of real images paid 171 ms in the library's decode and 105 ms in the resize's
-        first kernel launches on an H200, against 15 and 3.4 ms after (docs/performance.md); the runner opens the
+        Why: a decoder's first batch of real images pays its library's and the resize's first-use costs, several
+        times a later batch's (docs/dev/decisions/0008); the runner opens the
         decoder beside the engine's activation, so this is paid there instead of in the first batch. Unreadable
         or rejected images are skipped: scoring gives them their errors."""
         encoded = [e for _, e, _, _ in self._read(chunk, range(len(chunk)), spec.max_pixels) if e is not None]
@@ -615,7 +612,7 @@ class GpuDecoder:
                     draft: bool = False) -> Started:
         """Start a batch (pipeline.batches calls this): workers read the GPU share's bytes (READ_CHUNK images
         per task; hybrid: in GPU_READ_WORKERS tasks, since its many workers reading at once took the interpreter
-        lock from each other, 56 s of reads a run against 4 s, docs/performance.md "(thirteenth)") and decode
+        lock from each other, docs/dev/decisions/0007) and decode
         the CPU share; the next lane's thread then decodes on the GPU and assembles the batch there."""
         lane, self.next = self.lanes[self.next], (self.next + 1) % len(self.lanes)
         share = self.share  # read once: a lane's thread may tune it meanwhile
@@ -711,13 +708,12 @@ class ShareTuner:
     """Hybrid's GPU share, tuned on the decode rate (images/s between the decoder's hand-overs).
 
     Each share is judged on `hold` batches that were started with it, and on nothing else: with batches decoding
-    ahead, the batch handed over now was started with an older share. A first tuner moved every batch on the
-    newest hand-over's rate and wandered around where it started (shares of 0.55-0.70 on an H200, where all on the
-    GPU decoded 6-9x faster; docs/performance.md, "(thirteenth)"). This one starts at 1.0 (best on the H100 and
-    the H200), moves by `step` on in the direction that raised the rate, turns back where it fell (or at 0 or 1),
+    ahead, the batch handed over now was started with an older share; a tuner that moved every batch on the
+    newest hand-over's rate wandered around where it started. This one starts at 1.0 (best on every GPU
+    measured), moves by `step` on in the direction that raised the rate, turns back where it fell (or at 0 or 1),
     and after `turns` turns keeps the best share it judged for the rest of the run. Why not a cost model: the CPU
-    workers and the decoder thread share one interpreter lock, so adding CPU work slows the GPU part too (measured
-    on the H100: a share sized from per-image costs ran at a third of pure GPU decode)."""
+    workers and the decoder thread share one interpreter lock, so adding CPU work slows the GPU part too
+    (docs/dev/decisions/0007)."""
 
     def __init__(self, share: float = 1.0, step: float = 0.05, hold: int = 4, turns: int = 2) -> None:
         self.share, self.step, self.hold, self.turns = share, step, hold, turns
@@ -774,8 +770,8 @@ def batched(images: list[torch.Tensor]) -> torch.Tensor:
     """Same-size CHW images as one NCHW tensor: where they are views of one buffer at a fixed step (a run of the
     C API's layout, `run_views`), a strided view of that buffer, else a stack (a copy).
 
-    Why: stacking the C API's views copied every decoded pixel once more before the conversion to float, 1.75 µs
-    of GPU time an image on an H200 (docs/performance.md, "(eleventh)"); the conversion reads the view instead."""
+    Why: stacking the C API's views copied every decoded pixel once more before the conversion to float
+    (docs/dev/decisions/0008); the conversion reads the view instead."""
     import torch
 
     first = images[0]
@@ -836,7 +832,7 @@ def _affine(device: torch.device, mean: tuple[float, ...], std: tuple[float, ...
     """(scale, shift) from 0-255 values to normalised ones, made on `device` once.
 
     Why: each torch call of a decoder thread lets go of the interpreter lock and waits to take it back, and these
-    were eight calls a batch (docs/performance.md, "(tenth)"). Made synchronously, so no lane's stream reads them
+    were eight calls a batch (docs/dev/decisions/0003). Made synchronously, so no lane's stream reads them
     before they are there."""
     import torch
 

@@ -2,8 +2,7 @@
    which lets go of the interpreter lock for the whole call).
 
    Why: nvImageCodec's Python `decode` takes the interpreter lock back once per image, so a rank's other Python
-   threads (read worker, loop) stretch every batch's call; on an H200 that cost end to end about a third of the
-   decoder's rate (docs/performance.md). Here a batch is two calls: `hwjpeg_parse` (code streams and sizes) and
+   threads (read worker, loop) stretch every batch's call (docs/dev/decisions/0003). Here a batch is two calls: `hwjpeg_parse` (code streams and sizes) and
    `hwjpeg_decode` (into device buffers the caller allocated), each without the lock.
 
    Plain C against nvimgcodec.h of the installed package; no Python API, so one build serves every Python. */

@@ -2,9 +2,8 @@
 use with the system's C compiler against the installed package's header, cached like engines).
 
 Why: nvImageCodec's Python `decode` takes the interpreter lock back once per image, so every busy Python thread
-of the rank (the read worker, the loop) stretches the call: alone 256 JPEGs decoded 76-102 times a second, beside
-a pure-Python loop 0.7-0.8 times, and end to end a rank scored about two thirds of its decoder's rate on an H200
-(docs/performance.md). Through ctypes each of a batch's two calls (parse, decode) lets go of the lock once.
+of the rank (the read worker, the loop) stretches the call, beside a busy Python thread by orders of magnitude
+(docs/dev/decisions/0003). Through ctypes each of a batch's two calls (parse, decode) lets go of the lock once.
 
 The decoder writes into device buffers the caller gives (interleaved RGB, uint8), so nothing is allocated per
 image. Where this cannot be built or opened (no compiler, a decoder that does not open), HwJpeg raises, the rank's

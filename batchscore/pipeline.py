@@ -4,7 +4,7 @@ The worker threads decode each image straight into its batch's array (Pillow's J
 resampler and numpy's arithmetic release the GIL, about 5% of a sample image's decode time holds
 it), or, from 4 cores a rank (worker_kind = "auto"; or "process"), each thread hands a share of the
 batch to a decode process of the rank (decodeprocs.py) and copies its rows back: on 2 cores threads
-scored the sample faster, on 16 cores processes decoded 3.8x faster (docs/performance.md). No batch
+scored the sample faster, on many cores processes (docs/dev/decisions/0001). No batch
 is pickled between processes nor stacked from a list. A ring of reused batch arrays saved about 1% of
 decode time: not worth a batch that turns invalid when the next one is asked for, so each batch
 gets a fresh array.
@@ -150,8 +150,7 @@ def default_prefetch(workers: int, batch_size: int, gpu_threads: int = 0) -> int
 
     With a GPU decoder, two batches beyond its threads: a batch's reads start only when it is submitted, and with
     one beyond, the decoder thread could finish its batch before the next one's bytes were read (it idled 13% of
-    a run). Two beyond decoded 15.3k-15.7k img/s against 9.6k-14.3k on an H200, and end to end was faster in two
-    of three pairs (docs/performance.md, "one more batch ahead, again")."""
+    a run); two beyond decoded faster (docs/dev/decisions/0008)."""
     return max(2, 2 * workers // batch_size + 1, gpu_threads + 2 if gpu_threads else 0)
 
 

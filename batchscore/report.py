@@ -20,9 +20,8 @@ if TYPE_CHECKING:
     from .pipeline import Batch
 
 STAGES = ("read", "decode", "gpu", "wait", "h2d", "infer", "d2h", "write")
-#: the GPU decoder thread's busy share of a rank's time from which the table suggests a second rank a GPU: one-rank
-#: runs that two ranks a GPU beat by 1.41-1.80x had it busy 0.72-0.99, and by 1.15-1.28x (decoding through
-#: nvImageCodec's C API) 0.68-0.85 (docs/gpu.md); below this, nothing was busy
+#: the GPU decoder thread's busy share of a rank's time from which the table suggests a second rank a GPU: the
+#: one-rank runs that a second rank sped up had it busy above this (docs/dev/decisions/0009)
 GPU_DECODER_BUSY = 0.6
 
 
@@ -126,11 +125,9 @@ def hints(summary: dict) -> list[str]:
     """What to change, where the run says so: ranks whose GPU decoder thread was the bound, busy most of the run,
     on a GPU no other rank used.
 
-    Why: the decoder thread, not the GPU, then limits the rank (ResNet-50 FP16 on an H200: the engine takes about
-    33k images/s, one rank end to end 10k-15k), and a second rank on the same GPU brings a second decoder with an
-    interpreter lock of its own: two ranks sharing an H200 scored 1.41-1.80x one rank's images/s end to end in six
-    pairs of runs with nvImageCodec's Python API, and 1.15-1.28x in two with its C API (docs/gpu.md, "Two ranks a
-    GPU")."""
+    Why: the decoder thread, not the GPU, then limits the rank (a fast engine takes images faster than one
+    decoder thread hands them over), and a second rank on the same GPU brings a second decoder with an
+    interpreter lock of its own (docs/guide/gpus.md, "Two ranks a GPU"; docs/dev/decisions/0009)."""
     ranks = [r for r in summary["per_rank"] if r["bound"] == "gpu" and not r.get("gpu_shared")
              and r["busy_fraction"].get("gpu", 0.0) >= GPU_DECODER_BUSY]
     if not ranks:
@@ -139,7 +136,7 @@ def hints(summary: dict) -> list[str]:
     span = f"{busy[0]:.2f}" + (f"-{busy[-1]:.2f}" if busy[-1] != busy[0] else "")
     hint = (f"hint: the GPU decoder thread bound rank(s) {', '.join(str(r['rank']) for r in ranks)} (busy {span} of "
             "the run) on a GPU of its own; a second rank on each GPU adds a decoder (share_gpus = true and twice the "
-            "ranks: 1.15-1.80x one rank on an H200, docs/gpu.md)")
+            "ranks; see docs/guide/gpus.md, \"Two ranks a GPU\")")
     return [hint]
 
 

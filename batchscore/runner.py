@@ -154,8 +154,8 @@ def plan_run(job: Job) -> Plan:
                 decode=decode, decode_reason=decode_reason, skipped=dict(skipped))
 
 
-#: top-k up to this k takes k argmax passes; a larger k, one partition (benchmarks/topk.py: at k = 16 the passes
-#: took 1.9 ms against 5.5 for a batch of 256 × 1000 classes, at k = 32 about the same as the partition)
+#: top-k up to this k takes k argmax passes; a larger k, one partition, which is as fast from about twice this k
+#: (benchmarks/topk.py measures both; docs/dev/decisions/0011)
 ARGMAX_TOP_K = 16
 
 
@@ -248,8 +248,8 @@ def open_engine(job: Job, backend: str, model: Path, threads: int, device: int |
 def _beside(opening: AbstractContextManager[T]) -> Iterator[Callable[[], T]]:
     """Enter `opening` on a thread of its own while the caller goes on; the call yielded waits for its value.
 
-    Why: a rank's GPU decoder opens, probes and warms up (2.4 s alone on an H200) while its engine activates
-    (8.4 s), instead of after it. It is left, on the way out, once that thread is done."""
+    Why: a rank's GPU decoder opens, probes and warms up (seconds) while its engine activates (longer), instead
+    of after it (docs/dev/decisions/0008). It is left, on the way out, once that thread is done."""
     pool = ThreadPoolExecutor(1, thread_name_prefix="open-decoder")
     entered = pool.submit(opening.__enter__)
     pool.shutdown(wait=False)
@@ -276,7 +276,7 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
     with _beside(gpu_decoder(plan.decode, job, device, comm.rank, cores, warm=items[:job.batch_size])) as opened:
         engine = open_engine(job, plan.backend, plan.model, threads, device, comm.rank)  # the decoder opens meanwhile
         gpu = opened()  # None: CPU decode
-        stats.device = engine.device_name  # e.g. "cuda:1 NVIDIA H200": the bound GPU's index and name
+        stats.device = engine.device_name  # e.g. "cuda:1 <GPU name>": the bound GPU's index and name
         writer = PartWriter(job.output, plan.run_id, comm.rank)
         progress = Progress(comm, total=len(plan.all_keys), initial=plan.resumed)
         workers = job.workers or default_workers(cores, gpu)

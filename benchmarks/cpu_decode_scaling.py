@@ -3,7 +3,7 @@
 Why: on the GPU machines the CPU path decoded far below Pillow's per-core rate times the cores (decode only,
 500x375 JPEGs: 924 img/s with 33 threads on a 32-core H200 host, 1,055 with 17 threads on a 16-core H100
 host), which points at the interpreter lock the threads share; on the 2-core development VM threads beat
-processes (docs/performance.md). This measures both on the machine at hand, decode only (read, decode,
+processes (docs/dev/decisions/0001). This measures both on the machine at hand, decode only (read, decode,
 resize, normalise into the batch's array), batches in input order, two in flight:
 
 - threads:   `pipeline.batches` with `decode_executor(N)` (worker_kind = "thread");

@@ -79,9 +79,9 @@ def cxx_compiler() -> Compiler:
     """$CXX, g++ or c++: the first that links libstdc++ as a shared library, else the first found.
 
     The package's wrapper library uses std::regex, hence libstdc++'s locale code. A compiler that copies
-    libstdc++ into it (the GPU machines' $CXX, /opt/gcc/bin/g++, is such a wrapper) gave a library with its
-    own locale state beside the process's, and every package built so crashed on load in std::regex
-    (docs/gpu.md); the system g++ on the same machines gave packages that loaded.
+    libstdc++ into it (some sites' $CXX is such a wrapper) gave a library with its own locale state beside
+    the process's, and every package built so crashed on load in std::regex; the system g++ on the same
+    machines gave packages that loaded (docs/dev/decisions/0010).
     """
     found, cxx = [], os.environ.get("CXX")
     missing = [f"CXX={cxx} is not on PATH"] if cxx and not shutil.which(cxx) else []

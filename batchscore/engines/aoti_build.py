@@ -4,10 +4,10 @@
 `CXX` naming its compiler wrapper. SOURCE is the ONNX model, converted here as the engine converts it and
 exported at the batch's static shape, or a program saved by `torch.export.save`. The built package is then
 loaded and run once on zeros by `... aoti_build check`, in a fresh process: a package that crashes on load
-(as every one did on the H100 before `-Bsymbolic`) is deleted and the build fails with that reason, instead
+(as every one did before `-Bsymbolic`) is deleted and the build fails with that reason, instead
 of entering the cache and crashing every rank and every later run.
 
-Why a child process, from the H100 runs (docs/gpu.md): Inductor reads `CXX` once, when its config is first
+Why a child process (docs/dev/decisions/0010): Inductor reads `CXX` once, when its config is first
 imported, which in this fresh process is here (patching `cpp.cxx` in a running process gave packages that
 crashed on every load); and packages that loaded in fresh processes crashed when loaded in the process that
 had converted and exported the model. So the rank's process converts nothing and only loads the package.

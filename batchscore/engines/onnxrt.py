@@ -18,7 +18,7 @@ class OnnxRuntimeEngine(Engine):
             opts.intra_op_num_threads = self.options.threads
             opts.inter_op_num_threads = 1
         # Idle pool threads would spin between batches on the cores the decode threads need
-        # (measured on 2 cores: decode pipeline 1.4x faster without spinning; docs/performance.md).
+        # (docs/dev/decisions/0011).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:

@@ -13,8 +13,8 @@ Compile modes:
   plan's; one rank per node builds, the others wait, and every rank loads it. Loading is one shared
   library with the weights and kernels inside, in seconds: no ONNX conversion, no Dynamo, no Inductor
   in the rank's process. It is linked by a compiler that leaves libstdc++ shared (`cxx_compiler`): a
-  copy of libstdc++ inside the wrapper made every load crash in `std::regex` (docs/gpu.md). It is also
-  linked with `-Bsymbolic`, as every package measured so far was (the earliest H100 workaround).
+  copy of libstdc++ inside the wrapper made every load crash in `std::regex` (docs/dev/decisions/0010). It is
+  also linked with `-Bsymbolic`, as every package measured so far was (the first workaround for that crash).
   Its runs are not captured in CUDA graphs (capture fails inside AOTInductor's runner).
 
 `torch` is imported with this module, which is imported only when the torch backend is chosen.
@@ -51,10 +51,10 @@ ONNX_DTYPES = {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: 
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
                            "QLinearMatMul", "ConvInteger", "MatMulInteger"})
 SLOTS = 2
-#: Inductor settings of the AOTInductor build (compile = "compiled"): its defaults. On the H100 they gave
-#: ResNet-50 FP16 24.2k img/s in a 74 s build; max-autotune took 400 s to build (benchmarks/gpu/results).
+#: Inductor settings of the AOTInductor build (compile = "compiled"): its defaults; max-autotune took several
+#: times as long to build (docs/dev/decisions/0010).
 AOTI_CONFIGS: dict = {}
-#: linker flags of the package's wrapper library: bind its own symbols to itself (kept from the H100 workaround)
+#: linker flags of the package's wrapper library: bind its own symbols to itself (docs/dev/decisions/0010)
 AOTI_LINK_FLAGS = "-Wl,-Bsymbolic"
 #: the folder holding the batchscore package, for the package build's child process
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -64,9 +64,9 @@ def softmax_topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     """(int32 indices, float32 softmax probabilities) of each row's k best classes, best first, equal
     probabilities in class order: what runner.topk gives on the host, computed where the logits are.
 
-    Why on the GPU: on the host it took 3.7-4.5 ms of the rank's loop per batch of 256 × 1000 (H200,
-    h200-probe-first-batch.json), time in which the loop holds the interpreter lock that the GPU decoder's
-    thread needs once per image; a stable sort keeps the host's order of ties (and of NaN rows)."""
+    Why on the GPU: on the host it took milliseconds of the rank's loop per large batch, time in which the loop
+    holds the interpreter lock that the GPU decoder's thread needs once per image (docs/dev/decisions/0008); a
+    stable sort keeps the host's order of ties (and of NaN rows)."""
     prob = torch.softmax(logits.float(), dim=1)
     score, index = torch.sort(prob, dim=1, descending=True, stable=True)
     k = min(k, prob.shape[1])
@@ -135,8 +135,8 @@ def fuse_conv_relu(net: torch.fx.GraphModule) -> int:
     how many. Only chains whose intermediate results have no other use are taken.
 
     Why: in PyTorch's eager kernels each convolution's bias is a separate broadcast add over its channels-last
-    output, a generic (not vectorised) kernel that took 31 of ResNet-50 FP16's 70 µs of GPU time per image on an
-    H200, with ReLUs and residual adds 17 µs more (docs/performance.md)."""
+    output, a generic (not vectorised) kernel that took the largest share of ResNet-50's GPU time, with ReLUs and
+    residual adds more (docs/dev/decisions/0004)."""
     modules = dict(net.named_modules())
 
     def module(node: torch.fx.Node) -> torch.nn.Module | None:
@@ -265,8 +265,8 @@ def load_aoti(path: Path, device_index: int) -> Callable[[torch.Tensor], tuple[t
     """The package's model as a function of the input batch, run on the current CUDA stream.
 
     The C++ loader is called directly where it exists: `aoti_load_package` first compares the package's
-    CPU vector ISA with this machine's by compiling and loading probe programs, 57 s on the H100 machine,
-    for a model that runs on the GPU.
+    CPU vector ISA with this machine's by compiling and loading probe programs, close to a minute, for a
+    model that runs on the GPU (docs/dev/decisions/0010).
     """
     loader_class = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
     if loader_class is None:
@@ -332,7 +332,7 @@ class TorchEngine(Engine):
             torch.zeros(1, device=self.device)  # creates the CUDA context here, so that this step shows its cost
             self.device_name = f"cuda:{self.device.index} {torch.cuda.get_device_name(self.device)}"
         torch.backends.cudnn.benchmark = True
-        if o.precision == "fp32":  # FP32 means FP32: no TF32 rounding in convolutions or matmuls
+        if o.precision == "fp32":  # FP32 means FP32: no TF32 rounding (docs/dev/decisions/0006)
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         fused = 0

@@ -2,7 +2,7 @@
 kernels, to say where the end-to-end rate goes when it stays below both.
 
 Why: end to end with GPU decode ran at 0.63 of the slower of engine only and decode only on an H200, and with
-the engine stubbed out the pipeline ran at the decode-only rate (docs/performance.md). This tells apart the
+the engine stubbed out the pipeline ran at the decode-only rate (docs/dev/decisions/0002). This tells apart the
 causes, in one process, on the JPEGs and the FP16 ResNet-50 that decode_pipeline.py makes:
 - kernels: the GPU time per image of every kernel the decoder launches (torch.profiler, which sees the
   decode library's kernels too), raw hardware decode and the GPU decoder as scoring runs it;
