@@ -4,10 +4,13 @@ TensorRT 11 builds strongly typed networks (no FP16/INT8 builder flags, no calib
 reduced-precision model is a different ONNX file: FP16 from the model's own types, INT8 from
 explicit QuantizeLinear/DequantizeLinear nodes. The same variant then runs on every backend.
 
-INT8 is symmetric (zero point 0) for activations and weights, weights per channel, biases left in
-float (TensorRT rejects int32 DequantizeLinear inputs). Calibration images are a seeded sample of
-the archive put through exactly the scoring preprocessing; the measured ranges are saved as JSON
-(keyed by source model, calibration sample hash and method), so re-quantising is instant.
+INT8 is symmetric (zero point 0) for activations and weights, weights per channel in 7 bits
+(-64..64), biases left in float (TensorRT rejects int32 DequantizeLinear inputs). The 7-bit weights
+keep ONNX Runtime exact on x86 CPUs without VNNI, whose int8 convolutions add pairs of uint8 x int8
+products in 16 bits with saturation: full-range weights overflow that sum. Calibration images are
+a seeded sample of the archive put through exactly the scoring preprocessing; the measured ranges
+are saved as JSON (keyed by source model, calibration sample hash and method), so re-quantising is
+instant.
 A job with `precision = "fp16"|"int8"` gets its variant from `prepare_model`, built once into a
 cache folder under a file lock (ranks and concurrent jobs never build it twice).
 """
@@ -39,6 +42,9 @@ SEED = 0
 #: images per calibration pass: the calibrator keeps every intermediate tensor of a pass in memory.
 CALIB_CHUNK = 32
 VARIANTS_DIR = ".variants"
+#: how INT8 variants are quantised (7-bit weights), part of a cached variant's name: after a change of
+#: scheme a job builds a new variant instead of reusing one made the old way.
+INT8_SCHEME = "w7"
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,7 @@ def _calibrate(model: Path, input_name: str, calibration: Calibration, ranges: P
 
 
 def to_int8(source: Path, output: Path, calibration: Calibration, metadata: dict[str, str]) -> None:
-    """Symmetric INT8 Q/DQ (per-channel weights) by ORT's quantize_static, from cached or fresh ranges."""
+    """Symmetric INT8 Q/DQ (7-bit per-channel weights) by ORT's quantize_static, from saved or new ranges."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -201,9 +207,11 @@ def to_int8(source: Path, output: Path, calibration: Calibration, metadata: dict
             count = _calibrate(prepared, inspect_model(source).input_name, calibration, ranges)
             log(0, f"calibrated on {count} images; ranges saved to {ranges}")
         quantized = Path(tmp) / "int8.onnx"
+        # reduce_range: weights in -64..64, so ORT's 16-bit pair sums on CPUs without VNNI cannot saturate
+        # (uint8 activations: 2 * 255 * 64 < 32767); full-range weights make those CPUs compute wrong scores.
         quantize_static(
             str(prepared), str(quantized), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            per_channel=True, reduce_range=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=_ort_method(calibration.method),
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
             calibration_cache_path=str(ranges),
@@ -263,7 +271,7 @@ def prepare_model(job: Job, items: list[Item] | None = None) -> Path:
             raise ConfigError(str(exc)) from None
         calibration = Calibration(job_samples(job, items).calibration, job.preprocess, job.calib_method,
                                   job.decode_draft, job.workers)
-        tag += f"-{job.calib_method}-{calibration.sha256[:16]}"
+        tag += f"-{INT8_SCHEME}-{job.calib_method}-{calibration.sha256[:16]}"
     folder = variants_dir(job)
     try:
         folder.mkdir(parents=True, exist_ok=True)
