@@ -316,7 +316,7 @@ def finish(job: Job, plan: Plan, stats: list[RankStats], wall_start: float) -> d
     """Rank 0: merge the parts into scores.h5, write summary.json, print the table."""
     info = {
         "version": __version__, "backend": plan.backend, "backend_reason": plan.backend_reason,
-        "precision": job.precision, "batch_size": job.batch_size, "top_k": job.top_k,
+        "precision": job.precision, "batch_size": job.batch_size, "compile": job.compile, "top_k": job.top_k,
         "model": str(job.model), "model_sha256": plan.model_sha256, "run_id": plan.run_id,
         "job_file": str(job.source or ""), "output": str(job.output / "scores.h5"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

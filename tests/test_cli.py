@@ -180,4 +180,6 @@ def test_unset_batch_size_settles_for_the_cpu(tmp_path: Path, sample_dir: Path, 
     assert res.returncode == 0, res.stderr
     with h5py.File(tmp_path / "out" / "scores.h5", "r") as f:
         assert f.attrs["batch_size"] == 32
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["batch_size"] == 32
+        assert f.attrs["compile"] == "eager"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["batch_size"], summary["compile"]) == (32, "eager")
