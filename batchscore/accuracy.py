@@ -204,6 +204,7 @@ def _prepare(job: Job, precisions: list[str]) -> tuple[dict[str, Path], list[Ite
 def run_accuracy(job: Job, precisions: list[str], json_path: Path | None, comm: MPI.Comm) -> dict | None:
     """The accuracy table over all ranks; rank 0 prints it, writes the JSON and returns it."""
     precisions = [REFERENCE] + [p for p in dict.fromkeys(precisions) if p != REFERENCE]
+    job = job.settled(gpu=False)  # `predict` runs its engines on the CPU
     models, items, labels, calibration = on_root(comm, _prepare, job, precisions)
     where = placement(comm)
     cores = cores_for_rank(where.local_size)

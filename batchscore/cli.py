@@ -36,11 +36,13 @@ def add_job_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                    help="folder, .tar, .h5 or list file(s) of images")
     g.add_argument("--model", type=Path, metavar="ONNX", help="ONNX model file")
     g.add_argument("--output", type=Path, metavar="DIR", help="results folder (scores.h5, summary.json)")
-    g.add_argument("--batch-size", type=int, metavar="N")
+    g.add_argument("--batch-size", type=int, metavar="N",
+                   help="images per engine call (0, the default: 256 on a GPU, 32 on the CPU)")
     g.add_argument("--backend", choices=BACKENDS)
     g.add_argument("--precision", choices=PRECISIONS)
     g.add_argument("--compile", choices=COMPILE_MODES,
-                   help="torch backend: eager, CUDA graphs, or an AOTInductor package built once per node, cached")
+                   help="torch backend: eager, CUDA graphs, or an AOTInductor package built once per node, cached; "
+                        "auto (default): CUDA graphs on a GPU, eager on the CPU")
     g.add_argument("--cache-dir", type=Path, metavar="DIR", help="engine cache (plans, compiled models)")
     g.add_argument("--top-k", type=int, metavar="K")
     g.add_argument("--save-outputs", nargs="*", metavar="NAME",

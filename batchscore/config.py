@@ -16,7 +16,9 @@ from typing import Any
 from .preprocess import Preprocess
 
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
-COMPILE_MODES = ("eager", "cudagraph", "compiled")
+COMPILE_MODES = ("auto", "eager", "cudagraph", "compiled")
+#: batch_size = 0 and compile = "auto": what a job that sets neither runs with, on a GPU and on the CPU
+GPU_BATCH, CPU_BATCH = 256, 32
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("entropy", "percentile", "minmax")
 DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
@@ -39,7 +41,7 @@ class Job:
     input: tuple[Path, ...]
     model: Path
     output: Path
-    batch_size: int = 32
+    batch_size: int = 0  # 0: GPU_BATCH on a GPU, CPU_BATCH on the CPU (Job.settled)
     top_k: int = 5
     backend: str = "auto"
     precision: str = "fp32"
@@ -63,7 +65,7 @@ class Job:
     max_top1_drop: float = 1.0
     cache_dir: Path | None = None
     share_gpus: bool = False
-    compile: str = "eager"
+    compile: str = "auto"  # auto: cudagraph on a GPU, eager on the CPU (Job.settled)
     decode: str = "auto"
     gpu_decoder: str = "auto"
     gpu_decode_share: float | str = "auto"
@@ -77,14 +79,23 @@ class Job:
         job.validate()
         return job
 
+    def settled(self, gpu: bool) -> "Job":
+        """This job with its automatic batch size and compile mode decided for where its engine runs.
+
+        On a GPU a small eager batch leaves the GPU waiting on kernel launches, so the defaults there are large
+        batches replayed as CUDA graphs; on the CPU, modest batches, eager."""
+        compile = ("cudagraph" if gpu else "eager") if self.compile == "auto" else self.compile
+        return dataclasses.replace(self, batch_size=self.batch_size or (GPU_BATCH if gpu else CPU_BATCH),
+                                   compile=compile)
+
     def validate(self) -> None:
         """Check values that types alone cannot: ranges and choices."""
         for key, choices in CHOICES.items():
             value = getattr(self, key)
             if value not in choices:
                 raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size < 0:
+            raise ConfigError(f"batch_size must be >= 1, or 0 to size it for the device; got {self.batch_size}")
         if self.top_k < 1:
             raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
         if self.workers < 0 or self.threads < 0:
@@ -158,7 +169,7 @@ KEY_HELP: dict[str, str] = {
              "(.txt/.lst), or an array of them",
     "model": "the ONNX model (float32 NCHW input, dynamic batch axis); for fp16/int8 the FP32 source",
     "output": "results folder: scores.h5, summary.json, and the part files of an unfinished run",
-    "batch_size": "images per inference call",
+    "batch_size": "images per inference call; 0: 256 where the engine runs on a GPU, 32 on the CPU",
     "top_k": "classes kept per image, best first",
     "backend": "inference engine: auto picks tensorrt, else torch on a GPU, else onnxruntime",
     "precision": "fp32, or an fp16/int8 variant built from the model on first use and cached",
@@ -182,7 +193,8 @@ KEY_HELP: dict[str, str] = {
     "cache_dir": "engine and variant cache (default: $BATCHSCORE_CACHE or ~/.cache/batchscore for engines, "
                  "output/.variants for variants)",
     "share_gpus": "allow more than one rank of a node on one GPU",
-    "compile": "torch backend: eager, CUDA graphs, or an AOTInductor package built once per node and cached",
+    "compile": "torch backend: eager, CUDA graphs, or an AOTInductor package built once per node and cached; "
+               "auto: CUDA graphs on a GPU, eager on the CPU",
     "decode": "where images are decoded: cpu, gpu (torch/tensorrt backends), hybrid (both on every batch), "
               "auto (gpu when it works here)",
     "gpu_decoder": "GPU decode library: nvimgcodec (hardware JPEG decoder, then CUDA), torchvision (nvJPEG), auto",

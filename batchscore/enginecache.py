@@ -150,7 +150,7 @@ def prebuild(job: Job, comm: MPI.Comm) -> list[dict]:
     """
     from .comm import cores_for_rank, placement
     from .config import ConfigError
-    from .engines import choose_backend
+    from .engines import choose_backend, runs_on_gpu
     from .precision import prepare_model
     from .runner import bind, open_engine
 
@@ -164,6 +164,7 @@ def prebuild(job: Job, comm: MPI.Comm) -> list[dict]:
     if error:
         raise ConfigError(error)
     backend, reason, model = decided
+    job = job.settled(runs_on_gpu(backend))
     binding = bind(job, backend, comm)
     engine = open_engine(job, backend, model, cores_for_rank(placement(comm).local_size),
                          binding.index if binding else None, comm.rank)

@@ -24,7 +24,8 @@ from .accuracy import gate
 from .comm import Progress, cores_for_rank, log, placement
 from .config import ConfigError, Job
 from .decodeprocs import decode_processes
-from .engines import GPU_BACKENDS, TOPK_INDEX, TOPK_SCORE, Engine, EngineOptions, choose_backend, create_engine
+from .engines import (GPU_BACKENDS, TOPK_INDEX, TOPK_SCORE, Engine, EngineOptions, choose_backend, create_engine,
+                      runs_on_gpu)
 from .gpu import GpuBinding, bind_gpu
 from .gpudecode import choose_decode, default_workers, gpu_decoder
 from .h5lock import check_locking, is_lock_error, lock_advice
@@ -61,6 +62,8 @@ class Plan:
     decode: str = "cpu"  # "cpu", "gpu" or "hybrid": job.decode resolved for this backend (gpudecode.py)
     decode_reason: str = ""
     skipped: dict[str, int] | None = None  # what the listing passed over, by reason (sources.list_items)
+    batch_size: int = 0  # the job's batch size and compile mode settled for the backend's device (Job.settled)
+    compile: str = "eager"
 
     def empty_outputs(self) -> dict[str, np.ndarray]:
         """Zero-row outputs for a batch in which no image decoded."""
@@ -98,6 +101,7 @@ def plan_run(job: Job) -> Plan:
     if dynamic:
         raise ConfigError(f"save_outputs: outputs {dynamic} have dynamic dimensions besides the batch")
     backend, reason = choose_backend(job.backend)
+    job = job.settled(runs_on_gpu(backend))
     if backend == "torch" and job.precision == "int8":
         raise ConfigError("the torch backend cannot run INT8 (Q/DQ) models (onnx2torch has no quantized ops); "
                           "use backend = 'tensorrt' or 'onnxruntime' for int8, or precision = 'fp16'")
@@ -151,7 +155,8 @@ def plan_run(job: Job) -> Plan:
     todo = [it for it in items if it.key not in done]
     return Plan(todo, [it.key for it in items], uuid.uuid4().hex[:12], backend, reason, sha,
                 shapes, save, len(items) - len(todo), classes, changes, model=model, precision_check=check,
-                decode=decode, decode_reason=decode_reason, skipped=dict(skipped))
+                decode=decode, decode_reason=decode_reason, skipped=dict(skipped), batch_size=job.batch_size,
+                compile=job.compile)
 
 
 #: top-k up to this k takes k argmax passes; a larger k, one partition, which is as fast from about twice this k
@@ -314,7 +319,7 @@ def finish(job: Job, plan: Plan, stats: list[RankStats], wall_start: float) -> d
     """Rank 0: merge the parts into scores.h5, write summary.json, print the table."""
     info = {
         "version": __version__, "backend": plan.backend, "backend_reason": plan.backend_reason,
-        "precision": job.precision, "batch_size": job.batch_size, "top_k": job.top_k,
+        "precision": job.precision, "batch_size": job.batch_size, "compile": job.compile, "top_k": job.top_k,
         "model": str(job.model), "model_sha256": plan.model_sha256, "run_id": plan.run_id,
         "job_file": str(job.source or ""), "output": str(job.output / "scores.h5"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -355,6 +360,7 @@ def run(job: Job, comm: MPI.Comm) -> dict | None:
     plan, error = comm.bcast((plan, error), root=0)
     if error:
         raise ConfigError(error)
+    job = job.with_overrides(batch_size=plan.batch_size, compile=plan.compile)
     if plan.incremental:
         job = job.with_overrides(output=plan.incremental.run_dir)
     if comm.rank == 0:

@@ -103,6 +103,8 @@ def batchscore_result(out: Path, result: Path) -> None:
     rank = summary["per_rank"][0]
     result.write_text(json.dumps({"images": summary["images"]["total"], "img_s": summary["aggregate_images_per_s"],
                                   "bound": rank.get("bound"), "stages": rank.get("stages"),
+                                  "backend": f"{summary.get('backend')}: {summary.get('backend_reason')}",
+                                  "settings": {k: summary.get(k) for k in ("batch_size", "decode", "compile")},
                                   "top1": dict(zip(keys, top1))}))
 
 
@@ -383,7 +385,7 @@ def summarize(rounds: dict[str, list[dict]]) -> dict[str, dict]:
                        "peak_mb": max(r["peak_mb"] for r in good), "images": good[0]["images"],
                        "top1_agree": round(sum(same) / len(same), 4) if same else None,
                        **{k: good[rates.index(statistics.median_low(rates))].get(k)
-                          for k in ("bound", "stages") if k in good[0]}}
+                          for k in ("bound", "stages", "backend", "settings") if k in good[0]}}
     base = table.get("dataloader", {}).get("img_s")
     decoder = table.get("decoder", {}).get("img_s")
     best = max((v.get("img_s", 0) for k, v in table.items() if k.startswith("batchscore_best")), default=0)

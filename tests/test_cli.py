@@ -172,3 +172,14 @@ def test_other_sources_score_like_the_folder(tmp_path: Path, sample_dir: Path, m
         assert keys == list(g["key"].asstr()[:])
         np.testing.assert_array_equal(f["topk_index"][:], g["topk_index"][:])
         np.testing.assert_allclose(f["topk_score"][:], g["topk_score"][:], atol=1e-6)
+
+
+def test_unset_batch_size_settles_for_the_cpu(tmp_path: Path, sample_dir: Path, model: Path) -> None:
+    """batch_size = 0 (the default) runs the CPU backend at batches of 32, eager, and records what it ran."""
+    res = batchscore("score", "--job", str(score_job(tmp_path, sample_dir, model, batch_size=0)))
+    assert res.returncode == 0, res.stderr
+    with h5py.File(tmp_path / "out" / "scores.h5", "r") as f:
+        assert f.attrs["batch_size"] == 32
+        assert f.attrs["compile"] == "eager"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["batch_size"], summary["compile"]) == (32, "eager")

@@ -24,7 +24,7 @@ def test_relative_paths_resolve_against_the_job_file(tmp_path: Path) -> None:
     ({"batchsize": 8}, "batchsize: unknown key"),
     ({"batch_size": "8"}, "batch_size: expected integer"),
     ({"batch_size": True}, "batch_size: expected integer"),
-    ({"batch_size": 0}, "batch_size must be >= 1"),
+    ({"batch_size": -1}, "batch_size must be >= 1, or 0 to size it for the device"),
     ({"backend": "cuda"}, "backend must be one of"),
     ({"worker_kind": "processes"}, "worker_kind must be one of auto, process, thread; got 'processes'"),
     ({"save_outputs": "logits"}, "save_outputs: expected array or boolean"),
@@ -55,3 +55,12 @@ def test_overrides_replace_and_revalidate(tmp_path: Path) -> None:
     assert (new.batch_size, new.top_k, new.save_outputs) == (4, job.top_k, ("*",))
     with pytest.raises(ConfigError, match="top_k must be >= 1"):
         job.with_overrides(top_k=0)
+
+
+def test_unset_batch_and_compile_settle_for_the_device(tmp_path: Path) -> None:
+    job = load_job(job_file(tmp_path))
+    assert (job.batch_size, job.compile) == (0, "auto")
+    assert (job.settled(gpu=True).batch_size, job.settled(gpu=True).compile) == (256, "cudagraph")
+    assert (job.settled(gpu=False).batch_size, job.settled(gpu=False).compile) == (32, "eager")
+    chosen = load_job(job_file(tmp_path, batch_size=8, compile="eager")).settled(gpu=True)
+    assert (chosen.batch_size, chosen.compile) == (8, "eager")

@@ -260,6 +260,13 @@ def create_engine(backend: str, model: Path, options: EngineOptions) -> Engine:
     return getattr(module, cls_name)(model, options)
 
 
+def runs_on_gpu(backend: str) -> bool:
+    """Whether `backend`'s engines will run on a GPU here (a GPU backend and a visible GPU), without importing torch."""
+    from ..gpu import visible_gpu_count
+
+    return backend in GPU_BACKENDS and visible_gpu_count() > 0
+
+
 def choose_backend(requested: str) -> tuple[str, str]:
     """Resolve "auto" to a concrete backend; returns (backend, reason) for the summary."""
     if requested != "auto":
