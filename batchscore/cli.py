@@ -21,10 +21,11 @@ DEMO_JOB = Path("jobs/demo.toml")
 
 
 def default_job() -> Path:
-    """jobs/demo.toml from the current folder, else from the source checkout the package lives in."""
-    if DEMO_JOB.is_file():
-        return DEMO_JOB
-    return Path(__file__).resolve().parent.parent / DEMO_JOB
+    """jobs/demo.toml of the current folder (the repository root): the job used when no --job is given."""
+    if not DEMO_JOB.is_file():
+        raise ConfigError(f"no --job given and no {DEMO_JOB} in {Path.cwd()}: pass --job FILE, or run from the "
+                          "batchscore folder to score the bundled sample")
+    return DEMO_JOB
 
 
 def add_job_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -92,7 +93,10 @@ def cmd_score(args: argparse.Namespace, comm) -> int:  # noqa: ANN001 - MPI.Comm
     """Score images with a model on every MPI rank; rank 0 writes scores.h5 and summary.json."""
     from .runner import run
 
-    run(job_from_args(args).with_overrides(incremental=args.incremental), comm)
+    job = job_from_args(args).with_overrides(incremental=args.incremental)
+    if getattr(args, "sample", False) and args.output is None:
+        job = job.with_overrides(overwrite=True)  # the bundled sample's own result: rerunning it replaces it
+    run(job, comm)
     return 0
 
 
@@ -270,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchscore",
         description="Score large image archives with an ONNX model, one MPI rank per GPU or core share. "
-                    "Run under `mpiexec -n N python -m batchscore ...`; with no command it scores the "
-                    "bundled sample with jobs/demo.toml.",
+                    "Run under `mpiexec -n N python -m batchscore ...`. With no command (from the "
+                    "repository root) it scores the bundled sample, jobs/demo.toml, replacing the sample's own "
+                    "result in results/demo; options given without a command are `score` options for it.",
         epilog="Exit status: 0 ok (bad images are error rows), 2 usage or job error, 1 failure, "
                "75 stopped by SIGTERM/SIGUSR1 with work left (rerun the same command to continue).",
     )
@@ -287,7 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; MPI starts only after the arguments parsed, so `--help` needs no MPI."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv or ["score"])
+    sample = not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"))
+    args = build_parser().parse_args(["score", *argv] if sample else argv)
+    # no command: score options on jobs/demo.toml (the bundled sample), whose own output it replaces
+    args.sample = sample and args.job is None
     cuda_defaults()  # before any library may start CUDA in this process
     from mpi4py import MPI
 

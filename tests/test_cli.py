@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, batchscore, write_job
+from conftest import CLASSES, ROOT, batchscore, write_job
 
 
 def score_job(tmp_path: Path, inputs: Path | list, model: Path, **extra: object) -> Path:
@@ -172,3 +172,34 @@ def test_other_sources_score_like_the_folder(tmp_path: Path, sample_dir: Path, m
         assert keys == list(g["key"].asstr()[:])
         np.testing.assert_array_equal(f["topk_index"][:], g["topk_index"][:])
         np.testing.assert_allclose(f["topk_score"][:], g["topk_score"][:], atol=1e-6)
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, sample_dir: Path, model: Path) -> Path:
+    """A folder laid out like the repository root: the real jobs/demo.toml, the small sample as data/sample."""
+    root = tmp_path / "checkout"
+    (root / "jobs").mkdir(parents=True)
+    shutil.copy(ROOT / "jobs" / "demo.toml", root / "jobs")
+    (root / "data").mkdir()
+    os.symlink(sample_dir, root / "data" / "sample")
+    os.symlink(model, root / "data" / "model.onnx")
+    os.symlink(CLASSES, root / "data" / "classes.txt")
+    return root
+
+
+def test_no_command_scores_the_sample_and_replaces_its_own_result(checkout: Path) -> None:
+    out = checkout / "results" / "demo"
+    for args in ([], [], ["--batch-size", "16"], ["--overwrite", "--top-k", "2"]):  # reruns need no --overwrite
+        res = batchscore(*args, cwd=checkout)
+        assert res.returncode == 0, (args, res.stderr)
+        assert f"output: {out / 'scores.h5'}" in res.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["top_k"] == 2 and summary["images"]["total"] == summary["images"]["ok"] > 0
+    other = checkout / "other"
+    assert batchscore("--output", str(other), cwd=checkout).returncode == 0
+    res = batchscore("--output", str(other), cwd=checkout)  # another output folder is not the sample's own
+    assert res.returncode == 2 and "pass --overwrite" in res.stderr
+    res = batchscore(cwd=checkout / "jobs")  # no jobs/demo.toml here
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "pass --job FILE" in res.stderr
+    res = batchscore("scroe", cwd=checkout)  # a mistyped command is not taken for score options
+    assert res.returncode == 2 and "invalid choice: 'scroe'" in res.stderr
