@@ -37,13 +37,20 @@ def add_job_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                    help="folder, .tar, .h5 or list file(s) of images")
     g.add_argument("--model", type=Path, metavar="ONNX", help="ONNX model file")
     g.add_argument("--output", type=Path, metavar="DIR", help="results folder (scores.h5, summary.json)")
-    g.add_argument("--batch-size", type=int, metavar="N")
-    g.add_argument("--backend", choices=BACKENDS)
-    g.add_argument("--precision", choices=PRECISIONS)
+    g.add_argument("--batch-size", type=int, metavar="N",
+                   help="images per inference call on each rank (scores do not depend on it)")
+    g.add_argument("--backend", choices=BACKENDS,
+                   help="inference engine: onnxruntime (CPU), torch (PyTorch on the rank's GPU), tensorrt; "
+                        "auto = tensorrt where installed with a GPU, else torch where PyTorch sees a GPU, "
+                        "else onnxruntime")
+    g.add_argument("--precision", choices=PRECISIONS,
+                   help="fp16/int8: score a variant of the FP32 model, built once and cached (int8 calibrated "
+                        "on the input and checked against fp32); a model made by `quantize` is scored at the "
+                        "precision it records")
     g.add_argument("--compile", choices=COMPILE_MODES,
                    help="torch backend: eager, CUDA graphs, or an AOTInductor package built once per node, cached")
     g.add_argument("--cache-dir", type=Path, metavar="DIR", help="engine cache (plans, compiled models)")
-    g.add_argument("--top-k", type=int, metavar="K")
+    g.add_argument("--top-k", type=int, metavar="K", help="classes kept per image, best first, with probabilities")
     g.add_argument("--save-outputs", nargs="*", metavar="NAME",
                    help="keep full model outputs in scores.h5 (no names: all outputs)")
     g.add_argument("--workers", type=int, metavar="N", help="decode workers per rank (0: from the cores)")
@@ -51,7 +58,8 @@ def add_job_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                    help="CPU decode workers as processes (faster on many cores) or threads; auto (default): "
                         "processes from 4 cores a rank")
     g.add_argument("--threads", type=int, metavar="N", help="inference threads per rank (0: from the cores)")
-    g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing result")
+    g.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace an existing result and discard an unfinished run's committed parts")
     return g
 
 

@@ -150,14 +150,16 @@ def prebuild(job: Job, comm: MPI.Comm) -> list[dict]:
     """
     from .comm import cores_for_rank, placement
     from .config import ConfigError
-    from .engines import choose_backend
+    from .engines import choose_backend, require_packages
     from .precision import prepare_model
     from .runner import bind, open_engine
 
     decided, error = None, ""
     if comm.rank == 0:
         try:
-            decided = (*choose_backend(job.backend), prepare_model(job))
+            backend, reason = choose_backend(job.backend)
+            require_packages(backend)
+            decided = (backend, reason, prepare_model(job))
         except ConfigError as exc:
             error = str(exc)
     decided, error = comm.bcast((decided, error), root=0)

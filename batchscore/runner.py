@@ -22,19 +22,20 @@ from mpi4py import MPI
 from . import __version__
 from .accuracy import gate
 from .comm import Progress, cores_for_rank, log, placement
-from .config import ConfigError, Job
+from .config import ConfigError, Job, differences
 from .decodeprocs import decode_processes
-from .engines import GPU_BACKENDS, TOPK_INDEX, TOPK_SCORE, Engine, EngineOptions, choose_backend, create_engine
+from .engines import (GPU_BACKENDS, TOPK_INDEX, TOPK_SCORE, Engine, EngineOptions, choose_backend, create_engine,
+                      require_packages)
 from .gpu import GpuBinding, bind_gpu
 from .gpudecode import choose_decode, default_workers, gpu_decoder
 from .h5lock import check_locking, is_lock_error, lock_advice
 from .incremental import INDEX, Changes, plan_changes, publish_run
 from .model import ModelError, class_names, inspect_model, model_sha256
 from .pipeline import Batch, batches, decode_executor, default_prefetch
-from .precision import job_samples, prepare_model, variant_metadata
+from .precision import job_samples, prepare_model, scored_precision, variant_metadata
 from .report import RankStats, format_table, summarize
 from .signals import GracefulStop, Interrupted
-from .sources import Item, SourceError, list_items, shard
+from .sources import IMAGE_EXTENSIONS, Item, SourceError, list_items, shard
 from .writer import PARTS, PartWriter, done_keys, merge, write_json
 
 RESULT_FILES = ("scores.h5", "summary.json")
@@ -60,6 +61,7 @@ class Plan:
     precision_check: dict | None = None  # the accuracy gate's figures and the variant's metadata
     decode: str = "cpu"  # "cpu", "gpu" or "hybrid": job.decode resolved for this backend (gpudecode.py)
     decode_reason: str = ""
+    precision: str = "fp32"  # job.precision, or the precision an already reduced model records (scored_precision)
 
     def empty_outputs(self) -> dict[str, np.ndarray]:
         """Zero-row outputs for a batch in which no image decoded."""
@@ -83,6 +85,14 @@ def plan_run(job: Job) -> Plan:
         classes = class_names(job.classes, info.metadata)
     except (ModelError, SourceError) as exc:
         raise ConfigError(lock_advice(job.input[0]) if is_lock_error(exc) else str(exc)) from None
+    job = job.with_overrides(precision=scored_precision(job, info.metadata))
+    if not items and not job.incremental:  # an incremental run may find nothing new: that is a success
+        raise ConfigError(f"no images in {', '.join(map(str, job.input))}: folders are searched, with their "
+                          f"sub-folders and .tar files, for {' '.join(sorted(IMAGE_EXTENSIONS))} files; "
+                          "check --input (or input in the job file)")
+    if job.output.exists() and not job.output.is_dir():
+        raise ConfigError(f"output {job.output} is a file, not a folder: choose a folder for the results "
+                          "(--output DIR, or output in the job file)")
     if info.num_classes is None:
         raise ConfigError(f"{job.model}: the first output needs a fixed class dimension, got {info.outputs}")
     if job.top_k > info.num_classes:
@@ -99,6 +109,7 @@ def plan_run(job: Job) -> Plan:
     if backend == "torch" and job.precision == "int8":
         raise ConfigError("the torch backend cannot run INT8 (Q/DQ) models (onnx2torch has no quantized ops); "
                           "use backend = 'tensorrt' or 'onnxruntime' for int8, or precision = 'fp16'")
+    require_packages(backend)
     decode, decode_reason = choose_decode(job.decode, backend, job.gpu_decoder)
     model = prepare_model(job, items)  # fp32: the job's model; else its variant, built once and cached
     gate_items = job_samples(job, items).gate if model != job.model else []
@@ -139,9 +150,11 @@ def plan_run(job: Job) -> Plan:
     marker = out / PARTS / "job.json"
     done: set[str] = set()
     if marker.exists():
-        if json.loads(marker.read_text()) != fingerprint:
-            raise ConfigError(f"{out} holds an unfinished run of a different job (model, precision or settings "
-                              "differ); pass --overwrite to discard it or choose another --output")
+        before = json.loads(marker.read_text())
+        if before != fingerprint:
+            raise ConfigError(f"{out} holds an unfinished run of a different job ({differences(before, fingerprint)}); "
+                              "rerun with its settings to finish it, pass --overwrite to discard it, or choose "
+                              "another --output")
         done = done_keys(out)
     else:
         marker.parent.mkdir(exist_ok=True)
@@ -149,7 +162,7 @@ def plan_run(job: Job) -> Plan:
     todo = [it for it in items if it.key not in done]
     return Plan(todo, [it.key for it in items], uuid.uuid4().hex[:12], backend, reason, sha,
                 shapes, save, len(items) - len(todo), classes, changes, model=model, precision_check=check,
-                decode=decode, decode_reason=decode_reason)
+                decode=decode, decode_reason=decode_reason, precision=job.precision)
 
 
 #: top-k up to this k takes k argmax passes; a larger k, one partition (benchmarks/topk.py: at k = 16 the passes
@@ -352,8 +365,8 @@ def run(job: Job, comm: MPI.Comm) -> dict | None:
     plan, error = comm.bcast((plan, error), root=0)
     if error:
         raise ConfigError(error)
-    if plan.incremental:
-        job = job.with_overrides(output=plan.incremental.run_dir)
+    job = job.with_overrides(precision=plan.precision,
+                             output=plan.incremental.run_dir if plan.incremental else None)
     if comm.rank == 0:
         log(0, f"{len(plan.all_keys)} images ({plan.resumed} already done), {comm.size} rank(s), "
                f"backend {plan.backend}: {plan.backend_reason}; decode {plan.decode}: {plan.decode_reason}")
