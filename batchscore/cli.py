@@ -2,7 +2,7 @@
 
 Exit status: 0 on success (also when some images were bad: they are error rows), 2 for a usage
 or configuration error found before any work, 1 for an unexpected failure (all ranks abort), 75
-(signals.EXIT_REQUEUE, EX_TEMPFAIL) when SIGTERM/SIGUSR1 stopped the run with work left: every rank
+(signals.EXIT_REQUEUE, EX_TEMPFAIL) when SIGINT/SIGTERM/SIGUSR1 stopped the run with work left: every rank
 committed its finished batches, and rerunning the same command continues (Slurm: requeue the job).
 """
 
@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "repository root) it scores the bundled sample, jobs/demo.toml, replacing the sample's own "
                     "result in results/demo; options given without a command are `score` options for it.",
         epilog="Exit status: 0 ok (bad images are error rows), 2 usage or job error, 1 failure, "
-               "75 stopped by SIGTERM/SIGUSR1 with work left (rerun the same command to continue).",
+               "75 stopped by SIGINT/SIGTERM/SIGUSR1 with work left (rerun the same command to continue).",
     )
     parser.add_argument("--version", action="version", version=f"batchscore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -317,10 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"batchscore: error: {exc}", file=sys.stderr)
         return 2
-    except Interrupted as exc:  # raised on every rank together, after all committed their work
-        if comm.rank == 0:
-            print(f"batchscore: interrupted: {exc}", file=sys.stderr)
+    except Interrupted:  # raised on every rank together, after all committed their work and rank 0 said so
         return EXIT_REQUEUE
+    except KeyboardInterrupt:  # Ctrl-C outside a scoring loop (planning, build, quantize...): nothing to continue
+        print("batchscore: interrupted by SIGINT; rerun the same command to continue", file=sys.stderr, flush=True)
+        return 130
     except Exception as exc:  # any rank's failure stops all ranks instead of leaving them blocked
         abort_on_exception(comm, exc)
         return 1

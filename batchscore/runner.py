@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 import uuid
 from collections import deque
@@ -289,6 +290,7 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
         gpu = opened()  # None: CPU decode
         stats.device = engine.device_name  # e.g. "cuda:1 NVIDIA H200": the bound GPU's index and name
         writer = PartWriter(job.output, plan.run_id, comm.rank)
+        stop.on_signal = lambda name: stopping(job, plan, comm.rank, f"{name} on rank {comm.rank}", writer, stop)
         progress = Progress(comm, total=len(plan.all_keys), initial=plan.resumed)
         workers = job.workers or default_workers(cores, gpu)
         kind = job.worker_kind if gpu is None else "thread"  # a GPU decoder's workers only read
@@ -311,6 +313,7 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
                 if n == 0:
                     stats.first_batch_seconds, stats.first_batch_images = time.perf_counter() - start, stats.images
                 progress.update(stats.images)
+    stop.on_signal = None  # from here a signal is only a flag: settle() and the caller act on it
     writer.commit()
     stop.settle(incomplete=stats.images < len(items))  # collective: every rank learns if any stopped early
     stats.seconds = time.perf_counter() - start
@@ -353,6 +356,29 @@ def finish(job: Job, plan: Plan, stats: list[RankStats], wall_start: float) -> d
     return summary
 
 
+def stop_line(job: Job, reason: str) -> str:
+    """The one line a stopped job prints (rank 0): why, where the committed work is, how to continue."""
+    return (f"batchscore: interrupted: stopped by {reason}; finished batches are committed in {job.output / PARTS}; "
+            "rerun the same command to continue")
+
+
+def record_stop(job: Job, plan: Plan, reason: str, scored: int | None = None) -> None:
+    """OUTPUT/.parts/interrupted.json: why and when the run stopped (`scored`: None while ranks may still commit)."""
+    write_json(job.output / PARTS / "interrupted.json", {
+        "reason": reason, "run_id": plan.run_id, "total": len(plan.all_keys), "scored_this_run": scored,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+def stopping(job: Job, plan: Plan, rank: int, reason: str, writer: PartWriter, stop: GracefulStop) -> None:
+    """At once on a stop signal, from its watcher thread: commit this rank's finished batches; rank 0 also
+    records the stop and prints the job's line, before a launcher that forwarded the signal kills the ranks."""
+    writer.commit()
+    if rank == 0:
+        record_stop(job, plan, reason)
+        print(stop_line(job, reason), file=sys.stderr, flush=True)
+        stop.announced = True
+
+
 def run(job: Job, comm: MPI.Comm) -> dict | None:
     """Score a job on every rank of `comm`; returns the summary on rank 0 (None elsewhere)."""
     wall_start = time.perf_counter()
@@ -375,10 +401,9 @@ def run(job: Job, comm: MPI.Comm) -> dict | None:
         gathered = comm.gather(stats, root=0)
         if stop.interrupted:
             if comm.rank == 0:
-                write_json(job.output / PARTS / "interrupted.json", {
-                    "reason": stop.reason, "run_id": plan.run_id, "total": len(plan.all_keys),
-                    "scored_this_run": sum(s.images for s in gathered),
-                    "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-            raise Interrupted(f"stopped by {stop.reason}; finished batches are committed in "
-                              f"{job.output / PARTS}; rerun the same command to continue")
+                record_stop(job, plan, stop.reason, sum(s.images for s in gathered))
+                if not stop.announced:
+                    print(stop_line(job, stop.reason), file=sys.stderr, flush=True)
+            comm.Barrier()  # no rank exits (a launcher may then kill the others) before rank 0 has said so
+            raise Interrupted(stop.reason)
         return finish(job, plan, gathered, wall_start) if comm.rank == 0 else None
