@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batchscore.plots import batch_series, load, scaling_series
+from batchscore.plots import batch_series, load, needs_log, scaling_series
 from batchscore.report import GPU_STAGES, STAGES, RankStats, format_table, summarize
 from conftest import batchscore, write_job
 
@@ -164,3 +164,16 @@ def test_report_rejects_files_it_cannot_use(tmp_path: Path) -> None:
                           ("missing.json", "cannot read as JSON")):
         res = batchscore("report", str(tmp_path / name), "--out", str(tmp_path / "p"))
         assert res.returncode == 2 and message in res.stderr and name in res.stderr
+
+
+def test_report_on_one_summary_draws_no_ideal_line(runs: dict, tmp_path: Path) -> None:
+    res = batchscore("report", str(runs["score1"]), "--out", str(tmp_path / "one"))
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(runs["score1"].read_text())
+    assert res.stdout.strip().endswith(f"1 rank(s) {summary['aggregate_images_per_s']:.1f} img/s")  # no efficiency
+    assert (tmp_path / "one" / "scaling.png").stat().st_size > 0
+
+
+def test_series_of_very_different_magnitude_get_a_log_axis() -> None:
+    assert needs_log({"score: cpu": {1: 150.0, 2: 160.0}, "bench: gpu": {1: 9000.0, 2: 18000.0}})
+    assert not needs_log({"score: cpu": {1: 150.0, 2: 290.0}, "bench: cpu": {1: 600.0, 2: 1100.0}})
