@@ -21,7 +21,16 @@ DEMO_JOB = Path("jobs/demo.toml")
 
 
 def default_job() -> Path:
-    """jobs/demo.toml of the current folder (the repository root): the job used when no --job is given."""
+    """jobs/demo.toml from the current folder, else from the source checkout the package lives in (bench reads
+    only its settings from it)."""
+    if DEMO_JOB.is_file():
+        return DEMO_JOB
+    return Path(__file__).resolve().parent.parent / DEMO_JOB
+
+
+def demo_job_here() -> Path:
+    """jobs/demo.toml of the current folder (the repository root): the job that scores, builds or checks accuracy
+    when no --job is given; elsewhere a ConfigError, never the checkout's sample scored from afar."""
     if not DEMO_JOB.is_file():
         raise ConfigError(f"no --job given and no {DEMO_JOB} in {Path.cwd()}: pass --job FILE, or run from the "
                           "batchscore folder to score the bundled sample")
@@ -65,7 +74,7 @@ def add_job_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
 
 def job_from_args(args: argparse.Namespace) -> Job:
     """Load the job file and apply command-line overrides (paths relative to the current folder)."""
-    job = load_job(args.job or default_job())
+    job = load_job(args.job or demo_job_here())
     save = None
     if args.save_outputs is not None:
         save = tuple(args.save_outputs) or ("*",)
