@@ -406,4 +406,7 @@ def run(job: Job, comm: MPI.Comm) -> dict | None:
                     print(stop_line(job, stop.reason), file=sys.stderr, flush=True)
             comm.Barrier()  # no rank exits (a launcher may then kill the others) before rank 0 has said so
             raise Interrupted(stop.reason)
+        if stop.announced:  # the signal came while the last batches were scored: nothing was left to do
+            print("batchscore: the stop came after the last batch was scored: publishing the complete result",
+                  file=sys.stderr, flush=True)
         return finish(job, plan, gathered, wall_start) if comm.rank == 0 else None
