@@ -139,7 +139,7 @@ def hints(summary: dict) -> list[str]:
     span = f"{busy[0]:.2f}" + (f"-{busy[-1]:.2f}" if busy[-1] != busy[0] else "")
     hint = (f"hint: the GPU decoder thread bound rank(s) {', '.join(str(r['rank']) for r in ranks)} (busy {span} of "
             "the run) on a GPU of its own; a second rank on each GPU adds a decoder (share_gpus = true and twice the "
-            "ranks: 1.15-1.80x one rank on an H200, docs/gpu.md)")
+            "ranks; docs/gpu.md, \"Two ranks a GPU\")")
     return [hint]
 
 

@@ -10,10 +10,9 @@ leaving a rank blocked in a collective. The committed part files are the resumab
 the same command continues where the job stopped.
 
 Why also at once, from a thread (`on_signal`): mpiexec forwards SIGTERM and SIGINT to the ranks and
-kills them shortly after (Open MPI 5 within about 0.2 s, Open MPI 4 about 1 s), often before the
-batch in hand is done. The signal wakes a watcher thread through `signal.set_wakeup_fd` even while
-the main thread is inside a long native call, so the rank's finished batches are committed and the
-stop recorded before that kill can land.
+kills them shortly after, often before the batch in hand is done. The signal wakes a watcher thread
+through `signal.set_wakeup_fd` even while the main thread is inside a long native call, so the rank's
+finished batches are committed and the stop recorded before that kill can land.
 """
 
 from __future__ import annotations
