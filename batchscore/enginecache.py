@@ -151,7 +151,8 @@ def prebuild(job: Job, comm: MPI.Comm) -> list[dict]:
     from .comm import cores_for_rank, placement
     from .config import ConfigError
     from .engines import choose_backend, require_packages
-    from .precision import prepare_model
+    from .model import ModelError, inspect_model
+    from .precision import prepare_model, scored_precision
     from .runner import bind, open_engine
 
     decided, error = None, ""
@@ -159,13 +160,19 @@ def prebuild(job: Job, comm: MPI.Comm) -> list[dict]:
         try:
             backend, reason = choose_backend(job.backend)
             require_packages(backend)
-            decided = (backend, reason, prepare_model(job))
+            try:
+                metadata = inspect_model(job.model).metadata
+            except ModelError as exc:
+                raise ConfigError(str(exc)) from None
+            job = job.with_overrides(precision=scored_precision(job, metadata))  # a quantized model's own
+            decided = (backend, reason, prepare_model(job), job.precision)
         except ConfigError as exc:
             error = str(exc)
     decided, error = comm.bcast((decided, error), root=0)
     if error:
         raise ConfigError(error)
-    backend, reason, model = decided
+    backend, reason, model, precision = decided
+    job = job.with_overrides(precision=precision)
     binding = bind(job, backend, comm)
     engine = open_engine(job, backend, model, cores_for_rank(placement(comm).local_size),
                          binding.index if binding else None, comm.rank)
