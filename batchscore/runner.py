@@ -110,8 +110,8 @@ def plan_run(job: Job) -> Plan:
     if backend == "torch" and job.precision == "int8":
         raise ConfigError("the torch backend cannot run INT8 (Q/DQ) models (onnx2torch has no quantized ops); "
                           "use backend = 'tensorrt' or 'onnxruntime' for int8, or precision = 'fp16'")
-    require_packages(backend)
     decode, decode_reason = choose_decode(job.decode, backend, job.gpu_decoder)
+    require_packages(backend)
     model = prepare_model(job, items)  # fp32: the job's model; else its variant, built once and cached
     gate_items = job_samples(job, items).gate if model != job.model else []
     fingerprint = _fingerprint(job, sha)
@@ -313,7 +313,7 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
                 if n == 0:
                     stats.first_batch_seconds, stats.first_batch_images = time.perf_counter() - start, stats.images
                 progress.update(stats.images)
-    stop.on_signal = None  # from here a signal is only a flag: settle() and the caller act on it
+    stop.quiet()  # from here a signal is only a flag: settle() and the caller act on it
     writer.commit()
     stop.settle(incomplete=stats.images < len(items))  # collective: every rank learns if any stopped early
     stats.seconds = time.perf_counter() - start

@@ -60,6 +60,7 @@ class GracefulStop:
         self._wakeup = (-1, -1)
         self._previous_fd = -1
         self._watcher: threading.Thread | None = None
+        self._acting = threading.Lock()  # held while `on_signal` runs
 
     def __enter__(self) -> "GracefulStop":
         for sig in STOP_SIGNALS:
@@ -71,8 +72,14 @@ class GracefulStop:
         self._watcher.start()
         return self
 
+    def quiet(self) -> None:
+        """From now on a signal only sets the flag; returns once an `on_signal` call in progress is done, so the
+        caller never writes beside it."""
+        with self._acting:
+            self.on_signal = None
+
     def __exit__(self, *exc: object) -> None:
-        self.on_signal = None
+        self.quiet()
         signal.set_wakeup_fd(self._previous_fd)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
@@ -90,10 +97,11 @@ class GracefulStop:
         called = False
         while data := os.read(self._wakeup[0], 64):
             first = next((signal.Signals(b).name for b in data if b in stops), None)
-            act = self.on_signal
-            if first and act and not called:
-                called = True
-                act(first)
+            with self._acting:
+                act = self.on_signal
+                if first and act and not called:
+                    called = True
+                    act(first)
 
     def poll(self) -> bool:
         """True once a stop was requested here or on any other rank; tells the others once."""
