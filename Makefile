@@ -48,7 +48,7 @@ demo: install sample
 # runs against a real Slurm; elsewhere those tests skip unless a Slurm is already there.
 test: install
 	@if [ "$${CI:-}" = true ]; then .ci/slurm-setup || echo "make test: no Slurm could be started; the Slurm tests will skip"; fi
-	$(ROOT_ENV) $(PY) -m pytest -q
+	$(ROOT_ENV) $(PY) -m pytest -q -rs
 
 clean:
 	rm -rf $(VENV) data/sample results

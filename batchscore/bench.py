@@ -30,7 +30,7 @@ from . import __version__
 from .comm import cores_for_rank, log, placement
 from .config import ConfigError, Job
 from .enginecache import default_cache_dir
-from .engines import GPU_BACKENDS, EngineOptions, choose_backend, create_engine, runs_on_gpu
+from .engines import GPU_BACKENDS, EngineOptions, choose_backend, create_engine, require_packages, runs_on_gpu
 from .model import ModelError, inspect_model, model_sha256
 from .writer import write_json
 
@@ -239,6 +239,7 @@ def run_bench(args: argparse.Namespace, comm: MPI.Comm) -> int:
     if not job.model.is_file():
         raise ConfigError(f"model not found: {job.model}")
     backend, _ = choose_backend(job.backend)
+    require_packages(backend)
     job = job.settled(runs_on_gpu(backend))
     threads = job.threads or cores_for_rank(placement(comm).local_size)
     settings = Settings(job.model, backend, tuple(dict.fromkeys(args.precision)), sizes, args.warmup,

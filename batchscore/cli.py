@@ -2,7 +2,7 @@
 
 Exit status: 0 on success (also when some images were bad: they are error rows), 2 for a usage
 or configuration error found before any work, 1 for an unexpected failure (all ranks abort), 75
-(signals.EXIT_REQUEUE, EX_TEMPFAIL) when SIGTERM/SIGUSR1 stopped the run with work left: every rank
+(signals.EXIT_REQUEUE, EX_TEMPFAIL) when SIGINT/SIGTERM/SIGUSR1 stopped the run with work left: every rank
 committed its finished batches, and rerunning the same command continues (Slurm: requeue the job).
 """
 
@@ -21,10 +21,20 @@ DEMO_JOB = Path("jobs/demo.toml")
 
 
 def default_job() -> Path:
-    """jobs/demo.toml from the current folder, else from the source checkout the package lives in."""
+    """jobs/demo.toml from the current folder, else from the source checkout the package lives in (bench reads
+    only its settings from it)."""
     if DEMO_JOB.is_file():
         return DEMO_JOB
     return Path(__file__).resolve().parent.parent / DEMO_JOB
+
+
+def demo_job_here() -> Path:
+    """jobs/demo.toml of the current folder (the repository root): the job that scores, builds or checks accuracy
+    when no --job is given; elsewhere a ConfigError, never the checkout's sample scored from afar."""
+    if not DEMO_JOB.is_file():
+        raise ConfigError(f"no --job given and no {DEMO_JOB} in {Path.cwd()}: pass --job FILE, or run from the "
+                          "batchscore folder to score the bundled sample")
+    return DEMO_JOB
 
 
 def add_job_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -37,14 +47,21 @@ def add_job_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g.add_argument("--model", type=Path, metavar="ONNX", help="ONNX model file")
     g.add_argument("--output", type=Path, metavar="DIR", help="results folder (scores.h5, summary.json)")
     g.add_argument("--batch-size", type=int, metavar="N",
-                   help="images per engine call (0, the default: 256 on a GPU, 32 on the CPU)")
-    g.add_argument("--backend", choices=BACKENDS)
-    g.add_argument("--precision", choices=PRECISIONS)
+                   help="images per inference call on each rank (scores do not depend on it); 0, the "
+                        "default: 256 on a GPU, 32 on the CPU")
+    g.add_argument("--backend", choices=BACKENDS,
+                   help="inference engine: onnxruntime (CPU), torch (PyTorch on the rank's GPU), tensorrt; "
+                        "auto = tensorrt where installed with a GPU, else torch where PyTorch sees a GPU, "
+                        "else onnxruntime")
+    g.add_argument("--precision", choices=PRECISIONS,
+                   help="fp16/int8: score a variant of the FP32 model, built once and cached (int8 calibrated "
+                        "on the input and checked against fp32); a model made by `quantize` is scored at the "
+                        "precision it records")
     g.add_argument("--compile", choices=COMPILE_MODES,
                    help="torch backend: eager, CUDA graphs, or an AOTInductor package built once per node, cached; "
                         "auto (default): CUDA graphs on a GPU, eager on the CPU")
     g.add_argument("--cache-dir", type=Path, metavar="DIR", help="engine cache (plans, compiled models)")
-    g.add_argument("--top-k", type=int, metavar="K")
+    g.add_argument("--top-k", type=int, metavar="K", help="classes kept per image, best first, with probabilities")
     g.add_argument("--save-outputs", nargs="*", metavar="NAME",
                    help="keep full model outputs in scores.h5 (no names: all outputs)")
     g.add_argument("--workers", type=int, metavar="N", help="decode workers per rank (0: from the cores)")
@@ -52,13 +69,14 @@ def add_job_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                    help="CPU decode workers as processes (faster on many cores) or threads; auto (default): "
                         "processes from 4 cores a rank")
     g.add_argument("--threads", type=int, metavar="N", help="inference threads per rank (0: from the cores)")
-    g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing result")
+    g.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace an existing result and discard an unfinished run's committed parts")
     return g
 
 
 def job_from_args(args: argparse.Namespace) -> Job:
     """Load the job file and apply command-line overrides (paths relative to the current folder)."""
-    job = load_job(args.job or default_job())
+    job = load_job(args.job or demo_job_here())
     save = None
     if args.save_outputs is not None:
         save = tuple(args.save_outputs) or ("*",)
@@ -94,7 +112,10 @@ def cmd_score(args: argparse.Namespace, comm) -> int:  # noqa: ANN001 - MPI.Comm
     """Score images with a model on every MPI rank; rank 0 writes scores.h5 and summary.json."""
     from .runner import run
 
-    run(job_from_args(args).with_overrides(incremental=args.incremental), comm)
+    job = job_from_args(args).with_overrides(incremental=args.incremental)
+    if getattr(args, "sample", False) and args.output is None:
+        job = job.with_overrides(overwrite=True)  # the bundled sample's own result: rerunning it replaces it
+    run(job, comm)
     return 0
 
 
@@ -272,10 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchscore",
         description="Score large image archives with an ONNX model, one MPI rank per GPU or core share. "
-                    "Run under `mpiexec -n N python -m batchscore ...`; with no command it scores the "
-                    "bundled sample with jobs/demo.toml.",
+                    "Run under `mpiexec -n N python -m batchscore ...`. With no command (from the "
+                    "repository root) it scores the bundled sample, jobs/demo.toml, replacing the sample's own "
+                    "result in results/demo; options given without a command are `score` options for it.",
         epilog="Exit status: 0 ok (bad images are error rows), 2 usage or job error, 1 failure, "
-               "75 stopped by SIGTERM/SIGUSR1 with work left (rerun the same command to continue).",
+               "75 stopped by SIGINT/SIGTERM/SIGUSR1 with work left (rerun the same command to continue).",
     )
     parser.add_argument("--version", action="version", version=f"batchscore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -289,7 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; MPI starts only after the arguments parsed, so `--help` needs no MPI."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv or ["score"])
+    sample = not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"))
+    args = build_parser().parse_args(["score", *argv] if sample else argv)
+    # no command: score options on jobs/demo.toml (the bundled sample), whose own output it replaces
+    args.sample = sample and args.job is None
     cuda_defaults()  # before any library may start CUDA in this process
     from mpi4py import MPI
 
@@ -303,10 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"batchscore: error: {exc}", file=sys.stderr)
         return 2
-    except Interrupted as exc:  # raised on every rank together, after all committed their work
-        if comm.rank == 0:
-            print(f"batchscore: interrupted: {exc}", file=sys.stderr)
+    except Interrupted:  # raised on every rank together, after all committed their work and rank 0 said so
         return EXIT_REQUEUE
+    except KeyboardInterrupt:  # Ctrl-C outside a scoring loop (planning, build, quantize...): nothing to continue
+        print("batchscore: interrupted by SIGINT; rerun the same command to continue", file=sys.stderr, flush=True)
+        return 130
     except Exception as exc:  # any rank's failure stops all ranks instead of leaving them blocked
         abort_on_exception(comm, exc)
         return 1

@@ -8,6 +8,7 @@ against the job file's folder; paths given on the command line against the curre
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +210,16 @@ KEY_HELP: dict[str, str] = {
 }
 
 
+def differences(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """The settings that differ between two run fingerprints, as "key: old -> new" (long values shortened)."""
+    def short(value: Any) -> str:
+        text = "(none)" if value is None else str(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    keys = [k for k in dict.fromkeys([*before, *now]) if before.get(k) != now.get(k)]
+    return "; ".join(f"{k}: {short(before.get(k))} -> {short(now.get(k))}" for k in keys)
+
+
 def _type_name(types: tuple[type, ...]) -> str:
     names = {"str": "string", "list": "array", "int": "integer", "bool": "boolean", "float": "number"}
     return " or ".join(names[t.__name__] for t in types)
@@ -242,13 +253,19 @@ def _convert(key: str, value: Any, kind: str, base: Path) -> Any:
     return value
 
 
+def _unknown(key: str, known: list[str]) -> str:
+    """ "unknown key; did you mean batch_size?" for the nearest known key (difflib), else the known keys."""
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"unknown key; did you mean {near[0]}?" if near else f"unknown key; known keys: {', '.join(known)}"
+
+
 def _preprocess(table: Any) -> Preprocess:
     if not isinstance(table, dict):
         raise ConfigError("preprocess: expected a table [preprocess]")
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in _PREPROCESS_SCHEMA:
-            raise ConfigError(f"preprocess.{key}: unknown key; known: {', '.join(_PREPROCESS_SCHEMA)}")
+            raise ConfigError(f"preprocess.{key}: {_unknown(key, list(_PREPROCESS_SCHEMA))}")
         _check_type(f"preprocess.{key}", value, _PREPROCESS_SCHEMA[key])
         if key in ("mean", "std"):
             if len(value) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
@@ -269,7 +286,7 @@ def job_from_dict(data: dict[str, Any], base: Path, source: Path | None = None) 
             values["preprocess"] = _preprocess(value)
             continue
         if key not in _SCHEMA:
-            raise ConfigError(f"{key}: unknown key; known keys: {', '.join([*_SCHEMA, 'preprocess'])}")
+            raise ConfigError(f"{key}: {_unknown(key, [*_SCHEMA, 'preprocess'])}")
         types, kind = _SCHEMA[key]
         _check_type(key, value, types)
         values[key] = _convert(key, value, kind, base)

@@ -150,21 +150,29 @@ def prebuild(job: Job, comm: MPI.Comm) -> list[dict]:
     """
     from .comm import cores_for_rank, placement
     from .config import ConfigError
-    from .engines import choose_backend, runs_on_gpu
-    from .precision import prepare_model
+    from .engines import choose_backend, require_packages, runs_on_gpu
+    from .model import ModelError, inspect_model
+    from .precision import prepare_model, scored_precision
     from .runner import bind, open_engine
 
     decided, error = None, ""
     if comm.rank == 0:
         try:
-            decided = (*choose_backend(job.backend), prepare_model(job))
+            backend, reason = choose_backend(job.backend)
+            require_packages(backend)
+            try:
+                metadata = inspect_model(job.model).metadata
+            except ModelError as exc:
+                raise ConfigError(str(exc)) from None
+            job = job.with_overrides(precision=scored_precision(job, metadata))  # a quantized model's own
+            decided = (backend, reason, prepare_model(job), job.precision)
         except ConfigError as exc:
             error = str(exc)
     decided, error = comm.bcast((decided, error), root=0)
     if error:
         raise ConfigError(error)
-    backend, reason, model = decided
-    job = job.settled(runs_on_gpu(backend))
+    backend, reason, model, precision = decided
+    job = job.with_overrides(precision=precision).settled(runs_on_gpu(backend))
     binding = bind(job, backend, comm)
     engine = open_engine(job, backend, model, cores_for_rank(placement(comm).local_size),
                          binding.index if binding else None, comm.rank)

@@ -3,9 +3,12 @@
 Two figures, each drawn only when the files hold its data:
 - throughput_vs_batch.png: images/s against batch size, one line per precision (and per bench file
   when several are given), the out-of-memory end of a sweep marked;
-- scaling.png: aggregate images/s against rank count, with the ideal line (n × the one-rank
-  figure) and each point's scaling efficiency; points come from score summaries (one per run)
-  and from multi-rank bench files (their one-rank and all-rank figures at their best batch size).
+- scaling.png: aggregate images/s against rank count; where a series has a one-rank point and
+  more, also the ideal line (n × the one-rank figure) and each point's scaling efficiency; points
+  come from score summaries (one per run) and from multi-rank bench files (their one-rank and
+  all-rank figures at their best batch size).
+Figures whose values span more than a factor of LOG_SPAN get a log images/s axis, so a slow series
+(a CPU run beside a GPU bench) stays readable; legends sit beside the axes, never over the data.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from .config import ConfigError
 from .writer import atomic_path, publish
 
 Series = dict[str, dict[int, float]]  # label -> {x: images/s}
+#: largest ratio of the highest to the lowest images/s that a linear axis still shows readably
+LOG_SPAN = 10.0
 
 
 def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
@@ -75,6 +80,25 @@ def scaling_series(benches: list[dict], summaries: list[dict]) -> Series:
     return {k: v for k, v in series.items() if v}
 
 
+def needs_log(series: Series) -> bool:
+    """Whether the images/s of `series` span more than LOG_SPAN: a linear axis would flatten the slow ones."""
+    values = [v for points in series.values() for v in points.values() if v > 0]
+    return bool(values) and max(values) > LOG_SPAN * min(values)
+
+
+def _finish_axes(ax, series: Series, title: str) -> None:  # noqa: ANN001 - matplotlib Axes
+    """Log images/s axis where `needs_log`, else linear from 0; the legend beside the axes, not over the data."""
+    values = [v for points in series.values() for v in points.values() if v > 0]
+    if needs_log(series):
+        ax.set_yscale("log")
+        title += " (log scale)"
+    else:
+        ax.set_ylim(0, max(values, default=1.0) * 1.15)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
 def _save(fig, path: Path) -> None:  # noqa: ANN001 - matplotlib Figure
     tmp = atomic_path(path)
     fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
@@ -103,17 +127,16 @@ def report(paths: list[Path], out: Path) -> str:
             (line,) = ax.plot(xs, [points[x] for x in xs], marker="o", label=label)
             if label in oom:
                 ax.axvline(oom[label], color=line.get_color(), linestyle=":", linewidth=1)
-                ax.annotate(f"out of memory at {oom[label]}", (oom[label], 0), rotation=90, fontsize=8,
-                            xytext=(-10, 8), textcoords="offset points", color=line.get_color())
+                ax.annotate(f"out of memory at {oom[label]}", (oom[label], 0), xycoords=("data", "axes fraction"),
+                            rotation=90, fontsize=8, xytext=(-10, 8), textcoords="offset points",
+                            color=line.get_color())
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({x for v in by_batch.values() for x in v} | set(oom.values())))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_ylim(bottom=0)
         where = "" if len(benches) > 1 else f" ({_where(benches[0])}, {benches[0]['ranks']} rank(s), images/s summed)"
-        ax.set(xlabel="batch size", ylabel="images/s", title="Engine throughput, synthetic input" + where)
-        ax.grid(True, alpha=0.3)
-        ax.legend(title="precision")
+        ax.set(xlabel="batch size", ylabel="images/s")
+        _finish_axes(ax, by_batch, "Engine throughput, synthetic input" + where)
         _save(fig, out / "throughput_vs_batch.png")
         plt.close(fig)
         lines.append(f"{out / 'throughput_vs_batch.png'}: images/s vs batch size for "
@@ -122,12 +145,14 @@ def report(paths: list[Path], out: Path) -> str:
     by_ranks = scaling_series(benches, summaries)
     if by_ranks:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        top = 0.0
         for label, points in by_ranks.items():
             xs = sorted(points)
-            one = points[xs[0]] / xs[0]  # the one-rank figure, or the smallest run's per-rank share
-            top = max(top, *points.values(), one * max(xs))
             (line,) = ax.plot(xs, [points[x] for x in xs], marker="o", label=label)
+            if xs[0] != 1 or len(xs) < 2:  # no measured one-rank figure to scale, or nothing to compare with it
+                lines.append(f"{out / 'scaling.png'}: {label}: "
+                             + ", ".join(f"{x} rank(s) {points[x]:.1f} img/s" for x in xs))
+                continue
+            one = points[1]
             ax.plot([1, max(xs)], [one, one * max(xs)], linestyle="--", color=line.get_color(), alpha=0.6,
                     label=f"ideal: {one:.0f} × ranks")
             for x in xs:
@@ -136,11 +161,10 @@ def report(paths: list[Path], out: Path) -> str:
             lines.append(f"{out / 'scaling.png'}: {label}: "
                          + ", ".join(f"{x} rank(s) {points[x]:.1f} img/s ({points[x] / (one * x):.0%})" for x in xs))
         ax.set_xticks(sorted({x for v in by_ranks.values() for x in v} | {1}))
-        ax.set_xlim(left=0.8)
-        ax.set_ylim(0, top * 1.15)
-        ax.set(xlabel="ranks", ylabel="aggregate images/s", title="Scaling (labels: efficiency vs ideal)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.set_xlim(0.8, max(x for v in by_ranks.values() for x in v) + 0.2)
+        ax.set(xlabel="ranks", ylabel="aggregate images/s")
+        ideal = {f"{k} ideal": {max(v): v[1] * max(v)} for k, v in by_ranks.items() if 1 in v and len(v) > 1}
+        _finish_axes(ax, {**by_ranks, **ideal}, "Scaling (labels: efficiency vs ideal)" if ideal else "Throughput by ranks")
         _save(fig, out / "scaling.png")
         plt.close(fig)
     if not lines:

@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 
 from .comm import log
-from .config import ConfigError, Job
+from .config import PRECISIONS, ConfigError, Job
 from .model import ModelError, inspect_model, model_sha256
 from .pipeline import batches, decode_executor
 from .preprocess import Preprocess
@@ -255,9 +255,25 @@ def variant_metadata(path: Path) -> dict[str, str]:
     return {k: metadata[k] for k in keys if k in metadata}
 
 
+def scored_precision(job: Job, metadata: dict[str, str]) -> str:
+    """The precision the job really scores at, from its model's metadata (`metadata`).
+
+    A model `quantize` already reduced is scored as it is, at the precision it records; precision =
+    "fp32" (no reduction asked for) or the same precision accept it. Asking it for another precision
+    is a ConfigError: a reduced model is never reduced again.
+    """
+    own = metadata.get("precision", "fp32")
+    if own not in PRECISIONS[1:] or job.precision in ("fp32", own):
+        return own if own in PRECISIONS[1:] else job.precision
+    raise ConfigError(f"{job.model} is already an {own} model (its metadata says precision = {own}), but the job "
+                      f"asks for precision = {job.precision}: pass --precision {own} (or fp32) to score it as it "
+                      f"is, or give the FP32 source model to make the {job.precision} variant from")
+
+
 def prepare_model(job: Job, items: list[Item] | None = None) -> Path:
-    """The model file to score: the source for fp32, else its cached variant, built on first use."""
-    if job.precision == "fp32":
+    """The model file to score: the source for fp32 or when it already is at the job's precision
+    (`scored_precision`), else its cached variant, built on first use."""
+    if job.precision == "fp32" or variant_metadata(job.model).get("precision") == job.precision:
         return job.model
     from filelock import FileLock
 

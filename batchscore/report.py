@@ -140,33 +140,74 @@ def hints(summary: dict) -> list[str]:
     return [hint]
 
 
+#: stages that only a GPU run spends time in: the table leaves them out where every rank's is zero
+GPU_STAGES = ("gpu", "h2d", "d2h")
+
+
+def decode_line(summary: dict) -> str:
+    """Where images were decoded, in plain words: "decode: CPU, 2 workers" (the reason stays in summary.json)."""
+    decoders = ", ".join(f"{k} {v}" for k, v in summary.get("decoders", {}).items() if v) or "none"
+    if summary.get("decode", "cpu") != "cpu":
+        return f"decode: {summary['decode']} ({summary.get('decode_reason', '')}); images by decoder: {decoders}"
+    ranks = summary["per_rank"]
+    counts = sorted({r["workers"] for r in ranks})
+    workers = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    processes = all(r.get("worker_kind") == "process" for r in ranks)  # decodeprocs.py
+    noun = ("worker process" if processes else "worker") + ("" if workers == "1" else ("es" if processes else "s"))
+    return f"decode: CPU, {workers} {noun}{' per rank' if len(ranks) > 1 else ''}"
+
+
+def rate_line(summary: dict) -> str:
+    """The aggregate rate; the rate after the first batch only where every rank scored more than one batch."""
+    if not summary["images"]["scored_this_run"]:
+        return f"nothing to score ({summary['wall_seconds']:.2f} s wall)"
+    line = (f"aggregate: {summary['aggregate_images_per_s']:.1f} img/s over {summary['scoring_seconds']:.2f} s of "
+            f"scoring ({summary['wall_seconds']:.2f} s wall incl. start-up and merge); first batch scored after "
+            f"{summary['first_batch_seconds']:.2f} s")
+    if all(r["steady_images_per_s"] > 0 for r in summary["per_rank"] if r["images"]):
+        line += f", {summary['steady_images_per_s']:.1f} img/s after it"
+    return line
+
+
+def incremental_line(summary: dict) -> list[str]:
+    """What an --incremental run found, said plainly when it found nothing to score."""
+    inc = summary.get("incremental")
+    if not inc:
+        return []
+    if inc.get("new", 0) or inc.get("changed", 0):
+        return [f"incremental: {inc.get('new', 0)} new, {inc.get('changed', 0)} changed, {inc.get('removed', 0)} "
+                f"removed since the last run; {inc['index_keys']} images in the index"]
+    return [f"incremental: nothing new or changed since the last run ({inc.get('removed', 0)} removed); "
+            f"{inc['index_keys']} images in the index"]
+
+
 def format_table(summary: dict) -> str:
-    """The summary as a plain-text table for rank 0's stdout."""
+    """The summary as a plain-text table for rank 0's stdout; GPU-only columns are left out of a CPU run."""
     img = summary["images"]
+    ranks = summary["per_rank"]
+    stages = [s for s in STAGES if s not in GPU_STAGES or any(r["stages"][s] for r in ranks)]
     lines = [
         f"batchscore {summary['version']}  backend={summary['backend']}  precision={summary['precision']}  "
         f"batch={summary['batch_size']}  ranks={summary['ranks']}",
         f"images: {img['total']} total, {img['ok']} ok, {img['failed']} failed"
         + (f" ({img['resumed_from_earlier_runs']} from an earlier run)" if img["resumed_from_earlier_runs"] else ""),
-        f"decode: {summary.get('decode', 'cpu')} ({summary.get('decode_reason', '')}); images by decoder: "
-        + (", ".join(f"{k} {v}" for k, v in summary.get("decoders", {}).items()) or "none"),
+        *incremental_line(summary),
+        decode_line(summary),
         "",
         f"{'rank':>4} {'host':<16} {'device':<14} {'images':>7} {'seconds':>8} {'img/s':>8}  "
-        + " ".join(f"{s:>7}" for s in STAGES) + "  bound",
+        + " ".join(f"{s:>7}" for s in stages) + "  bound",
     ]
-    for r in summary["per_rank"]:
+    for r in ranks:
         lines.append(f"{r['rank']:>4} {r['host'][:16]:<16} {r['device'][:14]:<14} {r['images']:>7} "
                      f"{r['seconds']:>8.2f} {r['images_per_s']:>8.1f}  "
-                     + " ".join(f"{r['stages'][s]:>7.2f}" for s in STAGES) + f"  {r['bound']}")
+                     + " ".join(f"{r['stages'][s]:>7.2f}" for s in stages) + f"  {r['bound']}")
+    gpu = ", gpu = its GPU decoder thread" if "gpu" in stages else ""
     lines += [
-        "(stage columns in seconds: read and decode summed over a rank's decode workers, gpu = its GPU decoder "
-        "thread, wait = its loop waiting for input; bound = the busiest stage, read and decode per worker: "
-        "the one to speed up first)",
+        f"(stage columns in seconds: read and decode summed over a rank's decode workers{gpu}, wait = its loop "
+        "waiting for input; bound = the busiest stage, read and decode per worker: the one to speed up first)",
         *hints(summary),
         "",
-        f"aggregate: {summary['aggregate_images_per_s']:.1f} img/s over {summary['scoring_seconds']:.2f} s of scoring "
-        f"({summary['wall_seconds']:.2f} s wall incl. start-up and merge); first batch scored after "
-        f"{summary['first_batch_seconds']:.2f} s, {summary['steady_images_per_s']:.1f} img/s after it",
+        rate_line(summary),
         f"output: {summary['output']}",
     ]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 import uuid
 from collections import Counter, deque
@@ -22,20 +23,20 @@ from mpi4py import MPI
 from . import __version__
 from .accuracy import gate
 from .comm import Progress, cores_for_rank, log, placement
-from .config import ConfigError, Job
+from .config import ConfigError, Job, differences
 from .decodeprocs import decode_processes
 from .engines import (GPU_BACKENDS, TOPK_INDEX, TOPK_SCORE, Engine, EngineOptions, choose_backend, create_engine,
-                      runs_on_gpu)
+                      require_packages, runs_on_gpu)
 from .gpu import GpuBinding, bind_gpu
 from .gpudecode import choose_decode, default_workers, gpu_decoder
 from .h5lock import check_locking, is_lock_error, lock_advice
 from .incremental import INDEX, Changes, plan_changes, publish_run
 from .model import ModelError, class_names, inspect_model, model_sha256
 from .pipeline import Batch, batches, decode_executor, default_prefetch
-from .precision import job_samples, prepare_model, variant_metadata
+from .precision import job_samples, prepare_model, scored_precision, variant_metadata
 from .report import RankStats, format_table, summarize
 from .signals import GracefulStop, Interrupted
-from .sources import Item, SourceError, list_items, shard
+from .sources import IMAGE_EXTENSIONS, Item, SourceError, list_items, shard
 from .writer import PARTS, PartWriter, done_keys, merge, write_json
 
 RESULT_FILES = ("scores.h5", "summary.json")
@@ -62,6 +63,7 @@ class Plan:
     decode: str = "cpu"  # "cpu", "gpu" or "hybrid": job.decode resolved for this backend (gpudecode.py)
     decode_reason: str = ""
     skipped: dict[str, int] | None = None  # what the listing passed over, by reason (sources.list_items)
+    precision: str = "fp32"  # job.precision, or the precision an already reduced model records (scored_precision)
     batch_size: int = 0  # the job's batch size and compile mode settled for the backend's device (Job.settled)
     compile: str = "eager"
 
@@ -88,6 +90,14 @@ def plan_run(job: Job) -> Plan:
         classes = class_names(job.classes, info.metadata)
     except (ModelError, SourceError) as exc:
         raise ConfigError(lock_advice(job.input[0]) if is_lock_error(exc) else str(exc)) from None
+    job = job.with_overrides(precision=scored_precision(job, info.metadata))
+    if not items and not job.incremental:  # an incremental run may find nothing new: that is a success
+        raise ConfigError(f"no images in {', '.join(map(str, job.input))}: folders are searched, with their "
+                          f"sub-folders and .tar files, for {' '.join(sorted(IMAGE_EXTENSIONS))} files; "
+                          "check --input (or input in the job file)")
+    if job.output.exists() and not job.output.is_dir():
+        raise ConfigError(f"output {job.output} is a file, not a folder: choose a folder for the results "
+                          "(--output DIR, or output in the job file)")
     if info.num_classes is None:
         raise ConfigError(f"{job.model}: the first output needs a fixed class dimension, got {info.outputs}")
     if job.top_k > info.num_classes:
@@ -106,6 +116,7 @@ def plan_run(job: Job) -> Plan:
         raise ConfigError("the torch backend cannot run INT8 (Q/DQ) models (onnx2torch has no quantized ops); "
                           "use backend = 'tensorrt' or 'onnxruntime' for int8, or precision = 'fp16'")
     decode, decode_reason = choose_decode(job.decode, backend, job.gpu_decoder)
+    require_packages(backend)
     model = prepare_model(job, items)  # fp32: the job's model; else its variant, built once and cached
     gate_items = job_samples(job, items).gate if model != job.model else []
     fingerprint = _fingerprint(job, sha)
@@ -145,9 +156,11 @@ def plan_run(job: Job) -> Plan:
     marker = out / PARTS / "job.json"
     done: set[str] = set()
     if marker.exists():
-        if json.loads(marker.read_text()) != fingerprint:
-            raise ConfigError(f"{out} holds an unfinished run of a different job (model, precision or settings "
-                              "differ); pass --overwrite to discard it or choose another --output")
+        before = json.loads(marker.read_text())
+        if before != fingerprint:
+            raise ConfigError(f"{out} holds an unfinished run of a different job ({differences(before, fingerprint)}); "
+                              "rerun with its settings to finish it, pass --overwrite to discard it, or choose "
+                              "another --output")
         done = done_keys(out)
     else:
         marker.parent.mkdir(exist_ok=True)
@@ -155,8 +168,8 @@ def plan_run(job: Job) -> Plan:
     todo = [it for it in items if it.key not in done]
     return Plan(todo, [it.key for it in items], uuid.uuid4().hex[:12], backend, reason, sha,
                 shapes, save, len(items) - len(todo), classes, changes, model=model, precision_check=check,
-                decode=decode, decode_reason=decode_reason, skipped=dict(skipped), batch_size=job.batch_size,
-                compile=job.compile)
+                decode=decode, decode_reason=decode_reason, skipped=dict(skipped), precision=job.precision,
+                batch_size=job.batch_size, compile=job.compile)
 
 
 #: top-k up to this k takes k argmax passes; a larger k, one partition, which is as fast from about twice this k
@@ -283,6 +296,7 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
         gpu = opened()  # None: CPU decode
         stats.device = engine.device_name  # e.g. "cuda:1 <GPU name>": the bound GPU's index and name
         writer = PartWriter(job.output, plan.run_id, comm.rank)
+        stop.on_signal = lambda name: stopping(job, plan, comm.rank, f"{name} on rank {comm.rank}", writer, stop)
         progress = Progress(comm, total=len(plan.all_keys), initial=plan.resumed)
         workers = job.workers or default_workers(cores, gpu)
         kind = job.worker_kind if gpu is None else "thread"  # a GPU decoder's workers only read
@@ -305,6 +319,7 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
                 if n == 0:
                     stats.first_batch_seconds, stats.first_batch_images = time.perf_counter() - start, stats.images
                 progress.update(stats.images)
+    stop.quiet()  # from here a signal is only a flag: settle() and the caller act on it
     writer.commit()
     stop.settle(incomplete=stats.images < len(items))  # collective: every rank learns if any stopped early
     stats.seconds = time.perf_counter() - start
@@ -348,6 +363,29 @@ def finish(job: Job, plan: Plan, stats: list[RankStats], wall_start: float) -> d
     return summary
 
 
+def stop_line(job: Job, reason: str) -> str:
+    """The one line a stopped job prints (rank 0): why, where the committed work is, how to continue."""
+    return (f"batchscore: interrupted: stopped by {reason}; finished batches are committed in {job.output / PARTS}; "
+            "rerun the same command to continue")
+
+
+def record_stop(job: Job, plan: Plan, reason: str, scored: int | None = None) -> None:
+    """OUTPUT/.parts/interrupted.json: why and when the run stopped (`scored`: None while ranks may still commit)."""
+    write_json(job.output / PARTS / "interrupted.json", {
+        "reason": reason, "run_id": plan.run_id, "total": len(plan.all_keys), "scored_this_run": scored,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+def stopping(job: Job, plan: Plan, rank: int, reason: str, writer: PartWriter, stop: GracefulStop) -> None:
+    """At once on a stop signal, from its watcher thread: commit this rank's finished batches; rank 0 also
+    records the stop and prints the job's line, before a launcher that forwarded the signal kills the ranks."""
+    writer.commit()
+    if rank == 0:
+        record_stop(job, plan, reason)
+        print(stop_line(job, reason), file=sys.stderr, flush=True)
+        stop.announced = True
+
+
 def run(job: Job, comm: MPI.Comm) -> dict | None:
     """Score a job on every rank of `comm`; returns the summary on rank 0 (None elsewhere)."""
     wall_start = time.perf_counter()
@@ -360,9 +398,8 @@ def run(job: Job, comm: MPI.Comm) -> dict | None:
     plan, error = comm.bcast((plan, error), root=0)
     if error:
         raise ConfigError(error)
-    job = job.with_overrides(batch_size=plan.batch_size, compile=plan.compile)
-    if plan.incremental:
-        job = job.with_overrides(output=plan.incremental.run_dir)
+    job = job.with_overrides(precision=plan.precision, batch_size=plan.batch_size, compile=plan.compile,
+                             output=plan.incremental.run_dir if plan.incremental else None)
     if comm.rank == 0:
         log(0, f"{len(plan.all_keys)} images ({plan.resumed} already done), {comm.size} rank(s), "
                f"backend {plan.backend}: {plan.backend_reason}; decode {plan.decode}: {plan.decode_reason}")
@@ -371,10 +408,12 @@ def run(job: Job, comm: MPI.Comm) -> dict | None:
         gathered = comm.gather(stats, root=0)
         if stop.interrupted:
             if comm.rank == 0:
-                write_json(job.output / PARTS / "interrupted.json", {
-                    "reason": stop.reason, "run_id": plan.run_id, "total": len(plan.all_keys),
-                    "scored_this_run": sum(s.images for s in gathered),
-                    "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-            raise Interrupted(f"stopped by {stop.reason}; finished batches are committed in "
-                              f"{job.output / PARTS}; rerun the same command to continue")
+                record_stop(job, plan, stop.reason, sum(s.images for s in gathered))
+                if not stop.announced:
+                    print(stop_line(job, stop.reason), file=sys.stderr, flush=True)
+            comm.Barrier()  # no rank exits (a launcher may then kill the others) before rank 0 has said so
+            raise Interrupted(stop.reason)
+        if stop.announced:  # the signal came while the last batches were scored: nothing was left to do
+            print("batchscore: the stop came after the last batch was scored: publishing the complete result",
+                  file=sys.stderr, flush=True)
         return finish(job, plan, gathered, wall_start) if comm.rank == 0 else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -77,7 +78,10 @@ def _write_rows(f: h5py.File, rows: Rows) -> None:
 
 
 class PartWriter:
-    """One rank's committed results: buffered rows flushed to `DIR/.parts/<run>-r<rank>-<seq>.h5`."""
+    """One rank's committed results: buffered rows flushed to `DIR/.parts/<run>-r<rank>-<seq>.h5`.
+
+    Thread-safe: a stop signal commits the finished rows from another thread at once (signals.py).
+    """
 
     def __init__(self, out_dir: Path, run_id: str, rank: int) -> None:
         self.dir = out_dir / PARTS
@@ -87,25 +91,28 @@ class PartWriter:
         self.rows = Rows()
         self.seconds = 0.0
         self.committed = 0
+        self.lock = threading.Lock()
 
     def add(self, keys: list[str], topk_index: np.ndarray, topk_score: np.ndarray, errors: list[str],
             outputs: dict[str, np.ndarray]) -> None:
-        self.rows.extend(keys, topk_index, topk_score, errors, outputs)
+        with self.lock:
+            self.rows.extend(keys, topk_index, topk_score, errors, outputs)
 
     def commit(self) -> None:
         """Make the buffered rows durable as one part file (no-op when empty)."""
-        if not self.rows:
-            return
-        start = time.perf_counter()
-        final = self.dir / f"{self.prefix}-{self.seq:06d}.h5"
-        tmp = atomic_path(final)
-        with h5py.File(tmp, "w") as f:
-            _write_rows(f, self.rows)
-        publish(tmp, final)
-        self.committed += len(self.rows)
-        self.seq += 1
-        self.rows = Rows()
-        self.seconds += time.perf_counter() - start
+        with self.lock:
+            if not self.rows:
+                return
+            start = time.perf_counter()
+            final = self.dir / f"{self.prefix}-{self.seq:06d}.h5"
+            tmp = atomic_path(final)
+            with h5py.File(tmp, "w") as f:
+                _write_rows(f, self.rows)
+            publish(tmp, final)
+            self.committed += len(self.rows)
+            self.seq += 1
+            self.rows = Rows()
+            self.seconds += time.perf_counter() - start
 
 
 def part_files(out_dir: Path) -> list[Path]:

@@ -1,9 +1,13 @@
 """The command line for real: exit codes, messages, a bad-input corpus, the HDF5 layout read back."""
 
+import importlib.util
 import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import h5py
@@ -11,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, batchscore, write_job
+from batchscore.writer import PARTS
+from conftest import CLASSES, PYTHON, ROOT, batchscore, mpi_env, write_job
 
 
 def score_job(tmp_path: Path, inputs: Path | list, model: Path, **extra: object) -> Path:
@@ -172,6 +177,109 @@ def test_other_sources_score_like_the_folder(tmp_path: Path, sample_dir: Path, m
         assert keys == list(g["key"].asstr()[:])
         np.testing.assert_array_equal(f["topk_index"][:], g["topk_index"][:])
         np.testing.assert_allclose(f["topk_score"][:], g["topk_score"][:], atol=1e-6)
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, sample_dir: Path, model: Path) -> Path:
+    """A folder laid out like the repository root: the real jobs/demo.toml, the small sample as data/sample."""
+    root = tmp_path / "checkout"
+    (root / "jobs").mkdir(parents=True)
+    shutil.copy(ROOT / "jobs" / "demo.toml", root / "jobs")
+    (root / "data").mkdir()
+    os.symlink(sample_dir, root / "data" / "sample")
+    os.symlink(model, root / "data" / "model.onnx")
+    os.symlink(CLASSES, root / "data" / "classes.txt")
+    return root
+
+
+def test_no_command_scores_the_sample_and_replaces_its_own_result(checkout: Path) -> None:
+    out = checkout / "results" / "demo"
+    for args in ([], [], ["--batch-size", "16"], ["--overwrite", "--top-k", "2"]):  # reruns need no --overwrite
+        res = batchscore(*args, cwd=checkout)
+        assert res.returncode == 0, (args, res.stderr)
+        assert f"output: {out / 'scores.h5'}" in res.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["top_k"] == 2 and summary["images"]["total"] == summary["images"]["ok"] > 0
+    other = checkout / "other"
+    assert batchscore("--output", str(other), cwd=checkout).returncode == 0
+    res = batchscore("--output", str(other), cwd=checkout)  # another output folder is not the sample's own
+    assert res.returncode == 2 and "pass --overwrite" in res.stderr
+    res = batchscore(cwd=checkout / "jobs")  # no jobs/demo.toml here
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "pass --job FILE" in res.stderr
+    res = batchscore("scroe", cwd=checkout)  # a mistyped command is not taken for score options
+    assert res.returncode == 2 and "invalid choice: 'scroe'" in res.stderr
+
+
+def missing(backend: str) -> bool:
+    from batchscore.engines import BACKEND_PACKAGES
+
+    return not all(importlib.util.find_spec(p) for p in BACKEND_PACKAGES[backend])
+
+
+def test_errors_before_work_are_one_line_and_write_nothing(tmp_path: Path, sample_dir: Path, model: Path) -> None:
+    job = score_job(tmp_path, sample_dir, model)
+    out = tmp_path / "out"
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.txt").write_text("not an image")
+    (tmp_path / "afile").write_text("")
+    cases = [(["score", "--input", str(tmp_path / "empty")],
+              f"no images in {tmp_path / 'empty'}: folders are searched, with their sub-folders and .tar files, "
+              "for .bmp .gif .jpeg .jpg .png .tif .tiff .webp files"),
+             (["score", "--output", str(tmp_path / "afile")], f"output {tmp_path / 'afile'} is a file, not a folder")]
+    for backend, packages in (("tensorrt", "pip install tensorrt pycuda"), ("torch", "pip install torch onnx2torch")):
+        if missing(backend):  # the message names exactly the packages missing here; with all of them nothing to test
+            cases += [([command, "--backend", backend], f"backend '{backend}' needs") for command in ("score", "build")]
+            cases.append((["score", "--backend", backend], packages))
+    for args, message in cases:
+        res = batchscore(args[0], "--job", str(job), *args[1:])
+        assert res.returncode == 2 and message in res.stderr, (args, res.stderr)
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+        assert not out.exists(), args  # no OUTPUT/.parts, nothing
+    bad_job = tmp_path / "bad.toml"
+    bad_job.write_text('input = "x"\nmodel = "y"\noutput = "z"\nbatch_sise = 3\n[preprocess]\ncrop = 1\n')
+    res = batchscore("score", "--job", str(bad_job))
+    assert res.returncode == 2 and "batch_sise: unknown key; did you mean batch_size?" in res.stderr
+    bad_job.write_text('input = "x"\nmodel = "y"\noutput = "z"\n[preprocess]\ncrpo = 1\n')
+    res = batchscore("score", "--job", str(bad_job))
+    assert res.returncode == 2 and "preprocess.crpo: unknown key; did you mean crop?" in res.stderr
+
+
+def test_an_incremental_run_with_nothing_new_succeeds_and_says_so(tmp_path: Path, sample_dir: Path,
+                                                                   model: Path) -> None:
+    job = score_job(tmp_path, sample_dir, model)
+    assert batchscore("score", "--job", str(job), "--incremental").returncode == 0
+    res = batchscore("score", "--job", str(job), "--incremental")
+    assert res.returncode == 0, res.stderr
+    assert "nothing new or changed since the last run" in res.stdout
+
+
+def test_an_unfinished_run_of_another_job_names_what_differs(tmp_path: Path, sample_dir: Path, model: Path) -> None:
+    job = score_job(tmp_path, sample_dir, model, batch_size=1, commit_every=1, threads=1)
+    proc = subprocess.Popen([PYTHON, "-m", "batchscore", "score", "--job", str(job)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=mpi_env())
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "out" / PARTS).glob("*.h5")):  # a real unfinished run: stopped after a commit
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 75
+    res = batchscore("score", "--job", str(job), "--top-k", "2", "--save-outputs", "logits")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "holds an unfinished run of a different job (top_k: 3 -> 2; save_outputs: [] -> ['logits'])" in res.stderr
+
+
+def test_score_help_explains_every_flag() -> None:
+    from batchscore.cli import build_parser
+
+    res = batchscore("score", "--help")
+    assert res.returncode == 0
+    shown = " ".join(res.stdout.split())
+    parser = build_parser()
+    score = parser._subparsers._group_actions[0].choices["score"]
+    flags = [a for a in score._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) >= 18
+    for action in flags:
+        assert action.help and " ".join(action.help.split()) in shown, action.option_strings
 
 
 def test_unset_batch_size_settles_for_the_cpu(tmp_path: Path, sample_dir: Path, model: Path) -> None:

@@ -34,8 +34,6 @@ NEEDS: list[tuple[str, str]] = [
     (r"--backend tensorrt", "needs TensorRT, which is not installable here"),
     (r"--backend torch|--decode (gpu|hybrid)|benchmarks/gpu/|tests/gpu\b|batchscore build|share_gpus|job\.toml",
      "needs a GPU with torch and torchvision"),
-    # remove once helper a's branch is merged: it makes a bare `python -m batchscore` replace results/demo
-    (r"^python -m batchscore\s*$", "expects a-firsthour (ae1fcdc: no command scores the sample, replacing it)"),
     (r"benchmarks/cpu_pipeline\.py --rounds 9", "a benchmark of minutes; the same script runs with fewer "
                                                 "rounds from benchmarks/README.md"),
 ]

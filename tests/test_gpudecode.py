@@ -72,7 +72,7 @@ def test_auto_decodes_on_the_cpu_without_a_gpu_and_counts_images_per_decoder(tmp
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["decode"] == "cpu" and summary["decode_reason"].startswith("auto: backend 'onnxruntime'")
     assert summary["decoders"] == {"cpu": 10, "failed": 1} == summary["per_rank"][0]["decoders"]
-    assert "decode: cpu (auto: " in res.stdout and "images by decoder: cpu 10, failed 1" in res.stdout
+    assert "decode: CPU, 2 workers\n" in res.stdout and "11 total, 10 ok, 1 failed" in res.stdout
 
 
 def test_choose_decode(no_gpu: None) -> None:

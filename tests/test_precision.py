@@ -255,3 +255,23 @@ def test_job_keys_for_precision_are_checked(tmp_path: Path) -> None:
         job_from_dict({**base, "max_top1_drop": "1"}, tmp_path)
     with pytest.raises(ConfigError, match="calib_method must be one of entropy, percentile, minmax"):
         job_from_dict({**base, "calib_method": "kl"}, tmp_path)
+
+
+def test_a_quantized_model_is_scored_at_the_precision_it_records(tmp_path: Path, int8_cli: Path, archive: Path,
+                                                                 model: Path) -> None:
+    """`--model model-int8.onnx` is recorded as int8; asking it for int8 again does not re-quantize it; asking it
+    for fp16 is a one-line exit 2 that writes nothing."""
+    job = _job(tmp_path / "job.toml", archive, model, tmp_path / "out")
+    for extra in ([], ["--precision", "int8", "--overwrite"]):
+        res = batchscore("score", "--job", str(job), "--model", str(int8_cli), *extra)
+        assert res.returncode == 0, res.stderr
+        assert "precision=int8" in res.stdout and "building" not in res.stderr
+        with h5py.File(tmp_path / "out" / "scores.h5", "r") as f:
+            assert f.attrs["precision"] == "int8" and f.attrs["scored_model"] == str(int8_cli)
+        assert json.loads((tmp_path / "out" / "summary.json").read_text())["precision"] == "int8"
+    assert not (tmp_path / "out" / ".variants").exists()  # nothing was quantized again
+    res = batchscore("score", "--job", str(job), "--model", str(int8_cli), "--precision", "fp16",
+                     "--output", str(tmp_path / "fp16"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert f"{int8_cli} is already an int8 model" in res.stderr and "--precision int8" in res.stderr
+    assert not (tmp_path / "fp16").exists()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batchscore.plots import batch_series, load, scaling_series
-from batchscore.report import STAGES, RankStats, format_table, summarize
+from batchscore.plots import batch_series, load, needs_log, scaling_series
+from batchscore.report import GPU_STAGES, STAGES, RankStats, format_table, summarize
 from conftest import batchscore, write_job
 
 QUICK = ("--warmup", "1", "--repeats", "3", "--threads", "1")
@@ -50,7 +50,9 @@ def test_summary_and_table_have_every_stage_and_the_bound(runs: dict) -> None:
         assert summary["steady_images_per_s"] == pytest.approx(steady, abs=0.05)
         assert f"{summary['steady_images_per_s']:.1f} img/s after it" in runs[f"score{n}_stdout"]
         header = next(line for line in runs[f"score{n}_stdout"].splitlines() if line.lstrip().startswith("rank"))
-        assert header.split()[-len(STAGES) - 1:] == [*STAGES, "bound"]
+        cpu_stages = [s for s in STAGES if s not in GPU_STAGES]  # a CPU run has no GPU decoder and copies nothing
+        assert header.split()[-len(cpu_stages) - 1:] == [*cpu_stages, "bound"]
+        assert f"decode: CPU, {summary['per_rank'][0]['workers']} worker" in runs[f"score{n}_stdout"]
 
 
 def test_bound_is_the_busiest_stage_with_worker_stages_shared_out() -> None:
@@ -88,6 +90,26 @@ def test_the_table_suggests_a_second_rank_where_the_gpu_decoder_bound_a_rank_alo
     cpu = RankStats(0, images=1000, workers=4, seconds=3.0)
     cpu.stages.update(read=1.0, decode=11.0, infer=0.5)
     assert "hint:" not in table(cpu)  # CPU decode: more cores, not more ranks
+
+
+def test_the_table_of_a_cpu_run_speaks_plainly() -> None:
+    info = {"version": "0", "backend": "onnxruntime", "precision": "fp32", "batch_size": 32, "output": "scores.h5",
+            "decode": "cpu", "decode_reason": "auto: backend 'onnxruntime' is fed host arrays"}
+
+    def rank(n: int, images: int, first: int) -> RankStats:
+        stats = RankStats(n, images=images, workers=2, seconds=1.0, first_batch_seconds=0.4, first_batch_images=first)
+        stats.stages.update(read=0.1, decode=1.2, infer=0.3, write=0.01)
+        return stats
+
+    table = format_table(summarize([rank(0, 64, 32), rank(1, 64, 32)], wall_seconds=1.5, total_keys=128,
+                                   failed_total=0, resumed=0, info=info))
+    header = next(line for line in table.splitlines() if line.lstrip().startswith("rank"))
+    assert not set(header.split()) & set(GPU_STAGES) and "GPU" not in table and "auto:" not in table
+    assert "\ndecode: CPU, 2 workers per rank\n" in table and "s, 106.7 img/s after it" in table
+    small = format_table(summarize([rank(0, 20, 20)], wall_seconds=1.5, total_keys=20, failed_total=0, resumed=0,
+                                   info=info))  # one batch: no rate after it to give
+    assert "first batch scored after 0.40 s\n" in small and "after it" not in small
+    assert "\ndecode: CPU, 2 workers\n" in small
 
 
 def test_steady_rate_leaves_the_first_batch_out() -> None:
@@ -142,3 +164,16 @@ def test_report_rejects_files_it_cannot_use(tmp_path: Path) -> None:
                           ("missing.json", "cannot read as JSON")):
         res = batchscore("report", str(tmp_path / name), "--out", str(tmp_path / "p"))
         assert res.returncode == 2 and message in res.stderr and name in res.stderr
+
+
+def test_report_on_one_summary_draws_no_ideal_line(runs: dict, tmp_path: Path) -> None:
+    res = batchscore("report", str(runs["score1"]), "--out", str(tmp_path / "one"))
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(runs["score1"].read_text())
+    assert res.stdout.strip().endswith(f"1 rank(s) {summary['aggregate_images_per_s']:.1f} img/s")  # no efficiency
+    assert (tmp_path / "one" / "scaling.png").stat().st_size > 0
+
+
+def test_series_of_very_different_magnitude_get_a_log_axis() -> None:
+    assert needs_log({"score: cpu": {1: 150.0, 2: 160.0}, "bench: gpu": {1: 9000.0, 2: 18000.0}})
+    assert not needs_log({"score: cpu": {1: 150.0, 2: 290.0}, "bench: cpu": {1: 600.0, 2: 1100.0}})

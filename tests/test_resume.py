@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from batchscore.signals import EXIT_REQUEUE, GracefulStop
+from batchscore.signals import GracefulStop
 from batchscore.writer import PARTS, done_keys
 from conftest import MPIEXEC, PYTHON, batchscore, mpi_env, write_job
 
@@ -133,44 +134,6 @@ def test_kill_9_one_rank_then_rerun_scores_each_image_exactly_once(tmp_path: Pat
     check_exactly_once(out, reference, resumed=len(committed))
 
 
-def test_sigterm_to_one_rank_stops_every_rank_with_the_requeue_status(tmp_path: Path, archive: Path, model: Path,
-                                                                      reference: dict) -> None:
-    job, out = slow_job(tmp_path, archive, model), tmp_path / "out"
-    proc = start(job)
-    wait_for_parts(out, proc)
-    os.kill(rank_pid(proc.pid, 1), signal.SIGTERM)  # rank 0 never sees a signal: rank 1 tells it
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == EXIT_REQUEUE, err
-    assert "SIGTERM received" in err and "interrupted: stopped by SIGTERM on rank 1" in err
-    state = json.loads((out / PARTS / "interrupted.json").read_text())
-    committed = done_keys(out)
-    assert state["reason"] == "SIGTERM on rank 1"
-    assert state["scored_this_run"] == len(committed) < len(reference["key"])  # every scored batch committed
-    assert not (out / "scores.h5").exists()
-
-    res = batchscore("score", "--job", str(job), *FAST, ranks=2)
-    assert res.returncode == 0, res.stderr
-    check_exactly_once(out, reference, resumed=len(committed))
-
-
-def test_sigusr1_to_the_launcher_reaches_every_rank_with_decode_threads(tmp_path: Path, archive: Path, model: Path,
-                                                                        reference: dict) -> None:
-    """Like srun, Open MPI's launcher forwards SIGUSR1 to every rank; decode threads keep running."""
-    job, out = slow_job(tmp_path, archive, model, workers=2), tmp_path / "out"
-    proc = start(job)
-    wait_for_parts(out, proc)
-    os.kill(proc.pid, signal.SIGUSR1)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == EXIT_REQUEUE, err
-    assert err.count("SIGUSR1 received") == 2  # both ranks got it from the launcher
-    committed = done_keys(out)
-    assert 0 < len(committed) < len(reference["key"])
-
-    res = batchscore("score", "--job", str(job), *FAST, ranks=2)
-    assert res.returncode == 0, res.stderr
-    check_exactly_once(out, reference, resumed=len(committed))
-
-
 def test_graceful_stop_with_comm_self() -> None:
     """A signal inside the context only sets a flag; the loop stops after the item in hand."""
     with GracefulStop(MPI.COMM_SELF) as stop:
@@ -182,3 +145,18 @@ def test_graceful_stop_with_comm_self() -> None:
         assert seen == [0, 1, 2]
         assert stop.settle(incomplete=len(seen) < 10) and stop.reason == "SIGUSR1 on rank 0"
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handlers restored on exit
+
+
+def test_a_stop_signal_is_acted_on_at_once_from_a_thread() -> None:
+    """`on_signal` runs on the watcher thread while the main thread is still busy (mpiexec may kill soon)."""
+    called: list[tuple[str, str]] = []
+    with GracefulStop(MPI.COMM_SELF) as stop:
+        stop.on_signal = lambda name: called.append((name, threading.current_thread().name))
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: a flag, not KeyboardInterrupt
+        deadline = time.monotonic() + 5
+        while not called and time.monotonic() < deadline:
+            sum(range(10_000))  # the main thread keeps working; the watcher acts meanwhile
+        os.kill(os.getpid(), signal.SIGTERM)  # acted on once only
+        assert stop.poll() and stop.reason == "SIGINT on rank 0"
+    assert called == [("SIGINT", "stop-signal")]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and signal.set_wakeup_fd(-1) == -1

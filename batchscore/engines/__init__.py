@@ -40,6 +40,8 @@ TOPK_INDEX, TOPK_SCORE = "__topk_index__", "__topk_score__"
 #: the packages each backend imports (what `auto` looks for, and what doctor says is missing)
 BACKEND_PACKAGES = {"tensorrt": ("tensorrt", "pycuda"), "torch": ("torch", "onnx2torch"),
                     "onnxruntime": ("onnxruntime",)}
+#: what to add after the pip command for a package a requested backend lacks
+PIP_NOTES = {"torch": " (torch: the build for your CUDA, see pytorch.org)"}
 
 
 #: a translation unit that needs libstdc++'s locale code, as the package's wrapper (std::regex) does
@@ -265,6 +267,20 @@ def runs_on_gpu(backend: str) -> bool:
     from ..gpu import visible_gpu_count
 
     return backend in GPU_BACKENDS and visible_gpu_count() > 0
+
+
+def require_packages(backend: str) -> None:
+    """ConfigError naming the packages `backend` needs that are not installed, and the pip command.
+
+    Found, not imported: called while planning, before anything is written.
+    """
+    missing = [package for package in BACKEND_PACKAGES[backend] if not find_spec(package)]
+    if missing:
+        from ..config import ConfigError
+
+        raise ConfigError(f"backend '{backend}' needs {' and '.join(missing)}, not installed here: pip install "
+                          f"{' '.join(missing)}{''.join(PIP_NOTES.get(m, '') for m in missing)}, "
+                          "or set backend = \"onnxruntime\"")
 
 
 def choose_backend(requested: str) -> tuple[str, str]:
