@@ -43,7 +43,7 @@ from .comm import log
 from .config import ConfigError, Job
 from .h5lock import is_lock_error, lock_advice
 from .sources import Item, Reader
-from .writer import STR, atomic_path, publish
+from .writer import PARTS, STR, atomic_path, publish
 
 INDEX = "index.h5"
 RUNS = "runs"
@@ -268,10 +268,12 @@ def plan_changes(job: Job, items: list[Item], fingerprint: dict) -> tuple[Change
         raise ConfigError(f"output directory {root} is not writable ({exc.strerror}); "
                           "choose another --output") from None
     applied = set(Index.load(index_path).runs)
-    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir() and p.name not in applied):
-        if not (run_dir / CHANGES).exists():
+    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()):
+        if run_dir.name in applied:
+            shutil.rmtree(run_dir / PARTS, ignore_errors=True)  # killed after indexing: its parts are spent
+        elif not (run_dir / CHANGES).exists():
             shutil.rmtree(run_dir)  # stopped before its plan was written: nothing in it
-        elif (run_dir / "scores.h5").exists():
+        elif (run_dir / "scores.h5").exists() and not (run_dir / PARTS).exists():
             log(0, f"incremental: run {run_dir.name} was scored but not indexed; indexing it now")
             publish_run(load_changes(run_dir, index_path), _scores_keys(run_dir))
         elif job.overwrite:

@@ -9,7 +9,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +35,8 @@ from .precision import job_samples, prepare_model, variant_metadata
 from .report import RankStats, format_table, summarize
 from .signals import GracefulStop, Interrupted
 from .sources import Item, SourceError, list_items, shard
-from .writer import PARTS, PartWriter, done_keys, merge, write_json
+from .outlock import OutputLock
+from .writer import PARTS, PartWriter, done_keys, key_array, merge, remove_leftovers, retire_parts, write_json
 
 RESULT_FILES = ("scores.h5", "summary.json")
 T = TypeVar("T")
@@ -72,6 +73,29 @@ def _fingerprint(job: Job, sha: str) -> dict:
                                   "save_outputs": list(job.save_outputs), "preprocess": asdict(job.preprocess),
                                   "decode_draft": job.decode_draft, "decode": job.decode,
                                   "input": [str(p) for p in job.input]}))
+
+
+def _writable(out: Path) -> None:
+    """Create `out` and write a file there; ConfigError naming the folder when that fails."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output directory {out} is not writable ({exc.strerror}); "
+                          "choose another --output") from None
+
+
+def hold_output(job: Job) -> OutputLock:
+    """Rank 0, before planning: the lock on the job's output folder (ConfigError when another job holds it)."""
+    _writable(job.output)
+    lock = OutputLock(job.output).acquire()
+    remove_leftovers(job.output)  # this job holds the folder: temporary files in it are a killed job's
+    if lock.stale:
+        log(0, f"took over the lock of a job that is gone (host {lock.stale.get('host')}, "
+               f"PID {lock.stale.get('pid')})")
+    return lock
 
 
 def plan_run(job: Job) -> Plan:
@@ -115,38 +139,31 @@ def plan_run(job: Job) -> Plan:
                           "another --output for a full run")
 
     out = job.output
+    if changes:
+        _writable(out)
+        remove_leftovers(out)
+    marker = out / PARTS / "job.json"
+    if (out / PARTS).exists() and (job.overwrite or not marker.exists()):
+        shutil.rmtree(out / PARTS)  # --overwrite discards an unfinished run; parts without a job are nobody's
     existing = [name for name in RESULT_FILES if (out / name).exists()]
-    if existing and not job.overwrite:
+    if existing and not marker.exists() and not job.overwrite:  # with a parts folder, a run is unfinished
         raise ConfigError(f"{out} already holds a result ({', '.join(existing)}); "
                           "pass --overwrite to replace it or choose another --output")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"output directory {out} is not writable ({exc.strerror}); "
-                          "choose another --output") from None
     check_locking(out)  # network filesystems: fail now, naming HDF5_USE_FILE_LOCKING, not mid-run
     check = None
     if gate_items:  # reduced precision: compare with fp32 on held-out images before anything is scored
         check = {**gate(job, model, gate_items, backend, classes), "variant": variant_metadata(model)}
-    if job.overwrite:
-        shutil.rmtree(out / PARTS, ignore_errors=True)
-        for name in RESULT_FILES:
-            (out / name).unlink(missing_ok=True)
 
-    marker = out / PARTS / "job.json"
-    done: set[str] = set()
+    done = np.array([], dtype="S1")
     if marker.exists():
         if json.loads(marker.read_text()) != fingerprint:
             raise ConfigError(f"{out} holds an unfinished run of a different job (model, precision or settings "
                               "differ); pass --overwrite to discard it or choose another --output")
         done = done_keys(out)
-    else:
+    else:  # a previous result (--overwrite) stays until the new scores.h5 replaces it
         marker.parent.mkdir(exist_ok=True)
         write_json(marker, fingerprint)
-    todo = [it for it in items if it.key not in done]
+    todo = [it for it, was in zip(items, np.isin(key_array([it.key for it in items]), done)) if not was]
     return Plan(todo, [it.key for it in items], uuid.uuid4().hex[:12], backend, reason, sha,
                 shapes, save, len(items) - len(todo), classes, changes, model=model, precision_check=check,
                 decode=decode, decode_reason=decode_reason)
@@ -327,31 +344,39 @@ def finish(job: Job, plan: Plan, stats: list[RankStats], wall_start: float) -> d
         attrs["classes"] = plan.classes
     if plan.precision_check:
         attrs["precision_check"] = json.dumps(plan.precision_check)
-    path = merge(job.output, plan.all_keys, attrs)
-    with h5py.File(path, "r") as f:
+    merged = merge(job.output, plan.all_keys, attrs)
+    with h5py.File(job.output / "scores.h5", "r") as f:
         failed = int((f["status"][:] != 0).sum()) if "status" in f else 0  # no rows: an incremental no-op
     summary = summarize(stats, wall_seconds=time.perf_counter() - wall_start, total_keys=len(plan.all_keys),
                         failed_total=failed, resumed=plan.resumed, info=info)
     if plan.incremental:  # scores.h5 is published: now fold this run into OUTPUT/index.h5
         summary["incremental"] = publish_run(plan.incremental, plan.all_keys)
+    summary["merge"] = {"ignored_rows": merged["ignored_rows"], "duplicate_rows": merged["duplicate_rows"]}
     write_json(job.output / "summary.json", summary)
-    shutil.rmtree(job.output / PARTS)  # scores.h5 now holds every row; the parts were only for resume
+    retire_parts(job.output)  # scores.h5 now holds every row; the parts were only for resume
     print(format_table(summary), flush=True)
     return summary
 
 
 def run(job: Job, comm: MPI.Comm) -> dict | None:
     """Score a job on every rank of `comm`; returns the summary on rank 0 (None elsewhere)."""
-    wall_start = time.perf_counter()
-    plan, error = None, None
-    if comm.rank == 0:
-        try:
-            plan = plan_run(job)
-        except ConfigError as exc:
-            error = str(exc)
-    plan, error = comm.bcast((plan, error), root=0)
-    if error:
-        raise ConfigError(error)
+    with ExitStack() as held:  # rank 0 holds the output folder's lock until the merge is done
+        wall_start = time.perf_counter()
+        plan, error = None, None
+        if comm.rank == 0:
+            try:
+                held.callback(hold_output(job).release)
+                plan = plan_run(job)
+            except ConfigError as exc:
+                error = str(exc)
+        plan, error = comm.bcast((plan, error), root=0)
+        if error:
+            raise ConfigError(error)
+        return _run(job, plan, comm, wall_start)
+
+
+def _run(job: Job, plan: Plan, comm: MPI.Comm, wall_start: float) -> dict | None:
+    """Every rank: score its shard; then rank 0 merges, or records the stop."""
     if plan.incremental:
         job = job.with_overrides(output=plan.incremental.run_dir)
     if comm.rank == 0:
