@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
@@ -34,7 +34,8 @@ from .pipeline import Batch, batches, decode_executor, default_prefetch
 from .precision import job_samples, prepare_model, variant_metadata
 from .report import RankStats, format_table, summarize
 from .signals import GracefulStop, Interrupted
-from .sources import Item, SourceError, list_items, shard
+from .itemtable import ItemTable, decode_key
+from .sources import SourceError
 from .outlock import OutputLock
 from .writer import PARTS, PartWriter, done_keys, key_array, merge, remove_leftovers, retire_parts, write_json
 
@@ -44,10 +45,10 @@ T = TypeVar("T")
 
 @dataclass
 class Plan:
-    """Decided once by rank 0 and broadcast, so every rank works from the same facts."""
+    """Decided once by rank 0 and broadcast, so every rank works from the same facts; the items to score are
+    not broadcast but split (`todo`, rank 0 only), and only rank 0 keeps every key (`keys`, for the merge)."""
 
-    todo: list[Item]
-    all_keys: list[str]
+    total: int
     run_id: str
     backend: str
     backend_reason: str
@@ -61,10 +62,23 @@ class Plan:
     precision_check: dict | None = None  # the accuracy gate's figures and the variant's metadata
     decode: str = "cpu"  # "cpu", "gpu" or "hybrid": job.decode resolved for this backend (gpudecode.py)
     decode_reason: str = ""
+    todo: ItemTable | None = None  # rank 0, until split: the items still to score
+    keys: np.ndarray | None = None  # rank 0: every key of the run, sorted (writer.key_array)
 
     def empty_outputs(self) -> dict[str, np.ndarray]:
         """Zero-row outputs for a batch in which no image decoded."""
         return {name: np.empty((0, *shape), np.float32) for name, shape in self.output_shapes.items()}
+
+
+class Timeline:
+    """When each step of this rank's run was reached, in seconds from its start (summary.json)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, step: str) -> None:
+        self.seconds[step] = round(time.perf_counter() - self.start, 3)
 
 
 def _fingerprint(job: Job, sha: str) -> dict:
@@ -103,7 +117,7 @@ def plan_run(job: Job) -> Plan:
     try:
         info = inspect_model(job.model)
         sha = model_sha256(job.model, info)
-        items = list_items(job.input, job.hdf5_dataset)
+        items = ItemTable.from_inputs(job.input, job.hdf5_dataset)
         classes = class_names(job.classes, info.metadata)
     except (ModelError, SourceError) as exc:
         raise ConfigError(lock_advice(job.input[0]) if is_lock_error(exc) else str(exc)) from None
@@ -131,7 +145,8 @@ def plan_run(job: Job) -> Plan:
         fingerprint["variant"] = model.name  # names source hash, precision, calibration hash and method
     changes = None
     if job.incremental:  # only what is new or changed since the last run, scored into OUTPUT/runs/<run>
-        changes, items = plan_changes(job, items, fingerprint)
+        changes, changed = plan_changes(job, items, fingerprint)
+        items = ItemTable.from_items(changed)
         job = job.with_overrides(output=changes.run_dir)
     elif (job.output / INDEX).exists():  # a nightly job that lost its flag would rescore the whole archive
         raise ConfigError(f"{job.output} holds the index of incremental runs ({INDEX}); pass --incremental (or set "
@@ -154,7 +169,7 @@ def plan_run(job: Job) -> Plan:
     if gate_items:  # reduced precision: compare with fp32 on held-out images before anything is scored
         check = {**gate(job, model, gate_items, backend, classes), "variant": variant_metadata(model)}
 
-    done = np.array([], dtype="S1")
+    done = key_array([])
     if marker.exists():
         if json.loads(marker.read_text()) != fingerprint:
             raise ConfigError(f"{out} holds an unfinished run of a different job (model, precision or settings "
@@ -163,10 +178,10 @@ def plan_run(job: Job) -> Plan:
     else:  # a previous result (--overwrite) stays until the new scores.h5 replaces it
         marker.parent.mkdir(exist_ok=True)
         write_json(marker, fingerprint)
-    todo = [it for it, was in zip(items, np.isin(key_array([it.key for it in items]), done)) if not was]
-    return Plan(todo, [it.key for it in items], uuid.uuid4().hex[:12], backend, reason, sha,
-                shapes, save, len(items) - len(todo), classes, changes, model=model, precision_check=check,
-                decode=decode, decode_reason=decode_reason)
+    todo = items.without(done)
+    return Plan(len(items), uuid.uuid4().hex[:12], backend, reason, sha, shapes, save, len(items) - len(todo),
+                classes, changes, model=model, precision_check=check, decode=decode, decode_reason=decode_reason,
+                todo=todo, keys=items.keys)
 
 
 #: top-k up to this k takes k argmax passes; a larger k, one partition (benchmarks/topk.py: at k = 16 the passes
@@ -220,23 +235,31 @@ def _expand(batch: Batch, values: np.ndarray, fill: float) -> np.ndarray:
 def scored(engine: Engine, decoded: Iterable[Batch],
            empty: Callable[[], dict[str, np.ndarray]]) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
     """(batch, outputs) in order, through `infer_iter` so a GPU engine copies batch i+1 in while batch i
-    computes; a batch in which no image decoded skips the engine and gets `empty()` outputs."""
-    pending: deque[Batch] = deque()
+    computes; a batch in which no image decoded skips the engine and gets `empty()` outputs.
 
-    def good_tensors() -> Iterator[np.ndarray]:
-        for batch in decoded:
-            pending.append(batch)
-            if batch.ok.any():
-                yield batch.tensors
+    Each run of batches with a good image goes through one `infer_iter`; a batch without one ends the run and
+    is handed on at once, so a stretch of unreadable images is committed as it goes, not held to the end."""
+    stream = iter(decoded)
+    batch = next(stream, None)
+    while batch is not None:
+        if not batch.ok.any():
+            yield batch, empty()
+            batch = next(stream, None)
+            continue
+        pending: deque[Batch] = deque()
+        after: list[Batch | None] = [None]  # the batch that ended the run (None: the end of the stream)
 
-    def drain_empty() -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
-        while pending and not pending[0].ok.any():
-            yield pending.popleft(), empty()
+        def good_run(first: Batch) -> Iterator[np.ndarray]:
+            current: Batch | None = first
+            while current is not None and current.ok.any():
+                pending.append(current)
+                yield current.tensors
+                current = next(stream, None)
+            after[0] = current
 
-    for outputs in engine.infer_iter(good_tensors()):
-        yield from drain_empty()
-        yield pending.popleft(), outputs
-    yield from drain_empty()
+        for outputs in engine.infer_iter(good_run(batch)):
+            yield pending.popleft(), outputs
+        batch = after[0]
 
 
 def bind(job: Job, backend: str, comm: MPI.Comm) -> GpuBinding | None:
@@ -279,12 +302,13 @@ def _beside(opening: AbstractContextManager[T]) -> Iterator[Callable[[], T]]:
             opening.__exit__(*failure)
 
 
-def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> RankStats:
-    """This rank's loop, until done or `stop`: decode ahead → infer → top-k → commit parts; returns its stats."""
+def score_shard(job: Job, plan: Plan, items: ItemTable, comm: MPI.Comm, stop: GracefulStop,
+                timeline: Timeline) -> RankStats:
+    """This rank's loop over its share `items`, until done or `stop`: decode ahead → infer → top-k → commit
+    parts; returns its stats."""
     where = placement(comm)
     cores = cores_for_rank(where.local_size)
     threads = job.threads or cores
-    items = shard(plan.todo, comm.rank, comm.size)
     stats = RankStats(comm.rank, local_rank=where.local_rank, threads=threads)
     binding = bind(job, plan.backend, comm)
     device, stats.gpu_shared = (binding.index, binding.shared) if binding else (None, False)
@@ -293,7 +317,7 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
         gpu = opened()  # None: CPU decode
         stats.device = engine.device_name  # e.g. "cuda:1 NVIDIA H200": the bound GPU's index and name
         writer = PartWriter(job.output, plan.run_id, comm.rank)
-        progress = Progress(comm, total=len(plan.all_keys), initial=plan.resumed)
+        progress = Progress(comm, total=plan.total, initial=plan.resumed)
         workers = job.workers or default_workers(cores, gpu)
         kind = job.worker_kind if gpu is None else "thread"  # a GPU decoder's workers only read
         with (decode_processes(kind, workers, cores, job.preprocess.shape, lambda text: log(comm.rank, text)) as procs,
@@ -314,8 +338,10 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
                 stats.add(batch)
                 if n == 0:
                     stats.first_batch_seconds, stats.first_batch_images = time.perf_counter() - start, stats.images
+                    timeline.mark("first_batch")
                 progress.update(stats.images)
     writer.commit()
+    timeline.mark("scored")
     stop.settle(incomplete=stats.images < len(items))  # collective: every rank learns if any stopped early
     stats.seconds = time.perf_counter() - start
     stats.ok = stats.images - stats.failed
@@ -325,7 +351,7 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
     return stats
 
 
-def finish(job: Job, plan: Plan, stats: list[RankStats], wall_start: float) -> dict:
+def finish(job: Job, plan: Plan, stats: list[RankStats], timeline: Timeline) -> dict:
     """Rank 0: merge the parts into scores.h5, write summary.json, print the table."""
     info = {
         "version": __version__, "backend": plan.backend, "backend_reason": plan.backend_reason,
@@ -344,14 +370,17 @@ def finish(job: Job, plan: Plan, stats: list[RankStats], wall_start: float) -> d
         attrs["classes"] = plan.classes
     if plan.precision_check:
         attrs["precision_check"] = json.dumps(plan.precision_check)
-    merged = merge(job.output, plan.all_keys, attrs)
+    timeline.mark("merge_start")
+    merged = merge(job.output, plan.keys, attrs)
+    timeline.mark("merged")
     with h5py.File(job.output / "scores.h5", "r") as f:
         failed = int((f["status"][:] != 0).sum()) if "status" in f else 0  # no rows: an incremental no-op
-    summary = summarize(stats, wall_seconds=time.perf_counter() - wall_start, total_keys=len(plan.all_keys),
+    summary = summarize(stats, wall_seconds=time.perf_counter() - timeline.start, total_keys=plan.total,
                         failed_total=failed, resumed=plan.resumed, info=info)
     if plan.incremental:  # scores.h5 is published: now fold this run into OUTPUT/index.h5
-        summary["incremental"] = publish_run(plan.incremental, plan.all_keys)
+        summary["incremental"] = publish_run(plan.incremental, [decode_key(k) for k in plan.keys])
     summary["merge"] = {"ignored_rows": merged["ignored_rows"], "duplicate_rows": merged["duplicate_rows"]}
+    summary["timeline_seconds"] = timeline.seconds  # rank 0's, from the start of the run
     write_json(job.output / "summary.json", summary)
     retire_parts(job.output)  # scores.h5 now holds every row; the parts were only for resume
     print(format_table(summary), flush=True)
@@ -361,7 +390,7 @@ def finish(job: Job, plan: Plan, stats: list[RankStats], wall_start: float) -> d
 def run(job: Job, comm: MPI.Comm) -> dict | None:
     """Score a job on every rank of `comm`; returns the summary on rank 0 (None elsewhere)."""
     with ExitStack() as held:  # rank 0 holds the output folder's lock until the merge is done
-        wall_start = time.perf_counter()
+        timeline = Timeline()
         plan, error = None, None
         if comm.rank == 0:
             try:
@@ -369,28 +398,32 @@ def run(job: Job, comm: MPI.Comm) -> dict | None:
                 plan = plan_run(job)
             except ConfigError as exc:
                 error = str(exc)
-        plan, error = comm.bcast((plan, error), root=0)
+        light, error = comm.bcast((replace(plan, todo=None, keys=None) if plan else None, error), root=0)
         if error:
             raise ConfigError(error)
-        return _run(job, plan, comm, wall_start)
+        share = comm.scatter(plan.todo.split(comm.size) if comm.rank == 0 else None, root=0)
+        if comm.rank == 0:
+            plan.todo = None  # every rank holds its share now
+        timeline.mark("planned")
+        return _run(job, plan or light, share, comm, timeline)
 
 
-def _run(job: Job, plan: Plan, comm: MPI.Comm, wall_start: float) -> dict | None:
+def _run(job: Job, plan: Plan, share: ItemTable, comm: MPI.Comm, timeline: Timeline) -> dict | None:
     """Every rank: score its shard; then rank 0 merges, or records the stop."""
     if plan.incremental:
         job = job.with_overrides(output=plan.incremental.run_dir)
     if comm.rank == 0:
-        log(0, f"{len(plan.all_keys)} images ({plan.resumed} already done), {comm.size} rank(s), "
+        log(0, f"{plan.total} images ({plan.resumed} already done), {comm.size} rank(s), "
                f"backend {plan.backend}: {plan.backend_reason}; decode {plan.decode}: {plan.decode_reason}")
     with GracefulStop(comm) as stop:  # a signal during the merge is ignored: the merge is short and atomic
-        stats = score_shard(job, plan, comm, stop)
+        stats = score_shard(job, plan, share, comm, stop, timeline)
         gathered = comm.gather(stats, root=0)
         if stop.interrupted:
             if comm.rank == 0:
                 write_json(job.output / PARTS / "interrupted.json", {
-                    "reason": stop.reason, "run_id": plan.run_id, "total": len(plan.all_keys),
+                    "reason": stop.reason, "run_id": plan.run_id, "total": plan.total,
                     "scored_this_run": sum(s.images for s in gathered),
                     "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
             raise Interrupted(f"stopped by {stop.reason}; finished batches are committed in "
                               f"{job.output / PARTS}; rerun the same command to continue")
-        return finish(job, plan, gathered, wall_start) if comm.rank == 0 else None
+        return finish(job, plan, gathered, timeline) if comm.rank == 0 else None

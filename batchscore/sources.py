@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -84,15 +85,18 @@ def list_hdf5(path: Path, dataset: str, key_prefix: str) -> list[Item]:
             for i in range(n)]
 
 
-def list_file_list(path: Path) -> list[Item]:
+def list_file_lines(path: Path) -> list[bytes]:
+    """A list file's entries as bytes: lines stripped, blank lines and '#' comments left out."""
+    return [line for line in (raw.strip() for raw in path.read_bytes().splitlines())
+            if line and not line.startswith(b"#")]
+
+
+def list_file_list(path: Path) -> Iterator[Item]:
     """A text file of image paths, one per line (relative to the list file's folder); '#' comments."""
     base = path.parent
-    items = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            items.append(Item(line, "file", str(base / line)))
-    return items
+    for line in b"\n".join(list_file_lines(path)).decode("utf-8").split("\n"):
+        if line:
+            yield Item(line, "file", os.path.join(base, line))
 
 
 def list_dir(root: Path) -> list[Item]:
@@ -110,27 +114,30 @@ def list_dir(root: Path) -> list[Item]:
     return items
 
 
-def list_items(inputs: tuple[Path, ...] | list[Path], hdf5_dataset: str = "images") -> list[Item]:
-    """All items of all inputs in global (sorted key) order; duplicate keys are an error."""
-    items: list[Item] = []
+def iter_items(inputs: tuple[Path, ...] | list[Path], hdf5_dataset: str = "images") -> Iterator[Item]:
+    """All items of all inputs, input by input (not sorted): what `list_items` sorts, or a caller keeps compactly."""
     for path in inputs:
         if not path.exists():
             raise SourceError(f"input not found: {path}")
         suffix = path.suffix.lower()
         if path.is_dir():
-            items.extend(list_dir(path))
+            yield from list_dir(path)
         elif suffix == ".tar":
-            items.extend(list_tar(path, path.name))
+            yield from list_tar(path, path.name)
         elif suffix in HDF5_EXTENSIONS:
-            items.extend(list_hdf5(path, hdf5_dataset, path.name))
+            yield from list_hdf5(path, hdf5_dataset, path.name)
         elif suffix in LIST_EXTENSIONS:
-            items.extend(list_file_list(path))
+            yield from list_file_list(path)
         elif _is_image(path.name):
-            items.append(Item(path.name, "file", str(path)))
+            yield Item(path.name, "file", str(path))
         else:
             raise SourceError(f"input {path}: unknown type; give a folder, a .tar, a .h5/.hdf5, "
                               f"a list file ({', '.join(sorted(LIST_EXTENSIONS))}) or an image")
-    items.sort(key=lambda it: it.key)
+
+
+def list_items(inputs: tuple[Path, ...] | list[Path], hdf5_dataset: str = "images") -> list[Item]:
+    """All items of all inputs in global (sorted key) order; duplicate keys are an error."""
+    items = sorted(iter_items(inputs, hdf5_dataset), key=lambda it: it.key)
     for a, b in zip(items, items[1:]):
         if a.key == b.key:
             raise SourceError(f"duplicate key {a.key!r} in the inputs; each image must appear once")

@@ -123,7 +123,7 @@ def key_array(keys: Iterable[str] | np.ndarray) -> np.ndarray:
 
 
 def _part_keys(f: h5py.File) -> np.ndarray:
-    return key_array(f["key"][()])
+    return f["key"][()].astype("S")  # h5py reads UTF-8 strings as bytes objects: these are the stored bytes
 
 
 def done_keys(out_dir: Path) -> np.ndarray:
@@ -197,7 +197,8 @@ def merge(out_dir: Path, expected_keys: Iterable[str] | np.ndarray, attrs: dict,
                             continue
                         if name not in out:
                             out.create_dataset(name, shape=(n, *dset.shape[1:]), dtype=dset.dtype)
-                        _scatter(out[name], at, dset[()][rows])
+                        data = dset[()]
+                        _scatter(out[name], at, data if len(rows) == len(data) else data[rows])
             missing = n - int(seen.sum())
             if missing:
                 raise MergeError(f"parts in {out_dir / PARTS} lack {missing} of {n} inputs; "
