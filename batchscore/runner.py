@@ -145,8 +145,7 @@ def plan_run(job: Job) -> Plan:
         fingerprint["variant"] = model.name  # names source hash, precision, calibration hash and method
     changes = None
     if job.incremental:  # only what is new or changed since the last run, scored into OUTPUT/runs/<run>
-        changes, changed = plan_changes(job, items, fingerprint)
-        items = ItemTable.from_items(changed)
+        changes, items = plan_changes(job, items, fingerprint)
         job = job.with_overrides(output=changes.run_dir)
     elif (job.output / INDEX).exists():  # a nightly job that lost its flag would rescore the whole archive
         raise ConfigError(f"{job.output} holds the index of incremental runs ({INDEX}); pass --incremental (or set "
