@@ -70,3 +70,24 @@ def test_uncommitted_rows_are_not_done(tmp_path: Path) -> None:
     add(w, ["b"])  # buffered, not durable: a crash now loses it and the rerun redoes it
     (tmp_path / PARTS / ".run1-r00000-000001.h5.123.tmp").write_bytes(b"half a file")
     assert done_keys(tmp_path).tolist() == [b"a"]
+
+
+def test_merge_streams_parts_of_several_runs_into_global_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts of a run that stopped and the run that finished it (other shares, so not in rank order), with keys
+    written to scores.h5 a few at a time: every key once, in key order, each with its own row."""
+    monkeypatch.setattr("batchscore.writer.MERGE_CHUNK", 4)
+    keys = [f"k{i:03d}" for i in range(30)]
+    first = [PartWriter(tmp_path, "run1", r) for r in range(2)]
+    for rank, share in ((0, keys[0:6]), (1, keys[15:21])):  # stopped after a few batches a rank
+        add(first[rank], share, errors=[f"run1 {k}" for k in share])
+        first[rank].commit()
+    rest = [k for k in keys if k not in keys[0:6] + keys[15:21]]
+    for rank in range(3):
+        writer = PartWriter(tmp_path, "run2", rank)
+        for part in np.array_split(np.array(rest[rank * 6:(rank + 1) * 6]), 2):
+            add(writer, part.tolist(), errors=[f"run2 {k}" for k in part])
+            writer.commit()
+    assert merge(tmp_path, keys, {}) == {"rows": 30, "ignored_rows": 0, "duplicate_rows": 0}
+    with h5py.File(tmp_path / "scores.h5") as f:
+        assert f["key"].asstr()[:].tolist() == keys
+        assert [e.split()[1] for e in f["error"].asstr()[:]] == keys  # each row is its own key's
