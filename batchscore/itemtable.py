@@ -51,20 +51,15 @@ class ItemTable(Sequence[Item]):
                 columns.add_items(iter_items([path], hdf5_dataset))
         return columns.table()
 
-    @classmethod
-    def from_items(cls, items: Iterable[Item]) -> "ItemTable":
-        """Columns of `items` (any order), sorted by key; SourceError on a duplicate key."""
-        columns = _Columns()
-        columns.add_items(items)
-        return columns.table()
-
     def take(self, rows: np.ndarray | slice) -> "ItemTable":
         """The rows `rows` (a slice, or increasing row numbers) as a table of their own."""
-        if isinstance(rows, slice):
-            numbers = np.arange(len(self.keys))[rows]
-        else:
-            numbers = rows
-        errors = {int(i): self.errors[r] for i, r in enumerate(numbers) if r in self.errors} if self.errors else {}
+        errors = {}
+        if self.errors:  # few rows (unsafe tar members): renumbered by a sorted search
+            numbers = np.arange(len(self.keys))[rows] if isinstance(rows, slice) else rows
+            old = np.array(sorted(self.errors))
+            at = np.minimum(np.searchsorted(numbers, old), max(len(numbers) - 1, 0))
+            kept = (at < len(numbers)) & (numbers[at] == old) if len(numbers) else np.zeros(len(old), bool)
+            errors = {int(a): self.errors[int(o)] for a, o in zip(at[kept], old[kept])}
         return ItemTable(self.keys[rows], self.kind[rows], self.source[rows], self.offset[rows], self.size[rows],
                          self.sources, errors)
 
@@ -107,9 +102,6 @@ class ItemTable(Sequence[Item]):
     def __iter__(self) -> Iterator[Item]:
         for start in range(0, len(self), CHUNK):
             yield from self[start:start + CHUNK]
-
-    def key_list(self) -> list[str]:
-        return [decode_key(k) for k in self.keys]
 
 
 class _Columns:

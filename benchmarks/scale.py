@@ -1,12 +1,15 @@
 """How the job's own overhead grows with the archive: 1, 3 and 10 million keys (issue 35).
 
-Builds a list file of paths that do not exist (so every row is an error row and no image is decoded:
-what is measured is listing, planning, the split of the plan, the loop, the part files and the merge),
-scores it with `mpiexec -n RANKS`, and prints per size: time to first batch, scoring time, merge time,
-wall time, peak resident memory of rank 0 and of the other ranks, and the size of scores.h5. JSON
+--archive list (default) builds a list file of paths that do not exist, so every row is an error row and
+no image is decoded: what is measured is listing, planning, the split of the plan, the loop, the part
+files and the merge. --archive tar builds tar shards of tiny real JPEGs (16×16) scored by a tiny model
+(average pool and one linear layer, 16-pixel preprocessing): the real read and decode path, cheaply.
+Each size is scored with `mpiexec -n RANKS`; printed per size: time to first batch, scoring time, merge
+time, wall time, peak resident memory of rank 0 and of the other ranks, and the size of scores.h5. JSON
 beside the table (--json).
 
     .venv/bin/python benchmarks/scale.py --sizes 1 3 10 --ranks 4 --json results/scale.json
+    .venv/bin/python benchmarks/scale.py --archive tar --sizes 0.1 --json results/scale-tar.json
 
 Each rank runs under this script (`--as-rank`), which records its peak resident memory (getrusage,
 the rank process itself) in the work folder when the rank ends.
@@ -15,12 +18,14 @@ the rank process itself) in the work folder when the rank ends.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import resource
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -46,6 +51,62 @@ def build_list(path: Path, count: int) -> None:
     path.with_suffix(".count").write_text(str(count))
 
 
+MEMBERS_PER_SHARD = 10_000
+
+
+def tiny_jpegs(count: int = 16) -> list[bytes]:
+    """Real 16×16 JPEGs of a few colours."""
+    from PIL import Image
+
+    out = []
+    for i in range(count):
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16), (i * 16 % 256, 255 - i * 16 % 256, i * 40 % 256)).save(buf, "JPEG", quality=80)
+        out.append(buf.getvalue())
+    return out
+
+
+def build_tars(folder: Path, count: int) -> None:
+    """`count` tiny JPEGs in tar shards of MEMBERS_PER_SHARD members."""
+    stamp = folder / "count"
+    if stamp.exists() and stamp.read_text() == str(count):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    jpegs = tiny_jpegs()
+    for shard, start in enumerate(range(0, count, MEMBERS_PER_SHARD)):
+        with tarfile.open(folder / f"shard-{shard:05d}.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+            for i in range(start, min(count, start + MEMBERS_PER_SHARD)):
+                data = jpegs[i % len(jpegs)]
+                info = tarfile.TarInfo(f"{i:09d}.jpg")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    stamp.write_text(str(count))
+
+
+def tiny_model(path: Path) -> Path:
+    """An ONNX model: global average pool over a 3×16×16 input, then 3 → 10 linear (dynamic batch)."""
+    if path.exists():
+        return path
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"]),
+         helper.make_node("Gemm", ["flat", "w", "b"], ["logits"])],
+        "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(rng.normal(size=(3, 10)).astype(np.float32), "w"),
+         numpy_helper.from_array(np.zeros(10, np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
 def as_rank(work: Path, argv: list[str]) -> int:
     """Run batchscore in this process (one MPI rank), then record its peak RSS."""
     from batchscore.cli import main
@@ -58,18 +119,25 @@ def as_rank(work: Path, argv: list[str]) -> int:
         (work / f"rss-{rank}.json").write_text(json.dumps({"rank": int(rank), "peak_rss_mb": peak_kb / 1024}))
 
 
-def run_size(millions: float, ranks: int, batch_size: int, work: Path) -> dict:
+def run_size(millions: float, ranks: int, batch_size: int, work: Path, archive: str) -> dict:
     count = int(millions * 1_000_000)
-    listing = work / f"list-{count}.txt"
-    build_list(listing, count)
-    out = work / f"out-{count}"
+    if archive == "list":
+        source, model, extra = work / f"list-{count}.txt", MODEL, []
+        build_list(source, count)
+    else:
+        source, model = work / f"tars-{count}", tiny_model(work / "tiny.onnx")
+        build_tars(source, count)
+        job = work / "tiny.toml"
+        job.write_text(f'input = ["{source}"]\nmodel = "{model}"\noutput = "{work}"\n\n[preprocess]\nresize = 16\ncrop = 16\n')
+        extra = ["--job", str(job)]
+    out = work / f"out-{archive}-{count}"
     shutil.rmtree(out, ignore_errors=True)
     for old in work.glob("rss-*.json"):
         old.unlink()
     mpiexec = Path(sys.executable).with_name("mpiexec")
     cmd = [str(mpiexec) if mpiexec.exists() else "mpiexec", "--oversubscribe", "-n", str(ranks), sys.executable,
-           str(Path(__file__).resolve()), "--as-rank", str(work), "--", "score", "--input", str(listing),
-           "--model", str(MODEL), "--output", str(out), "--backend", "onnxruntime",
+           str(Path(__file__).resolve()), "--as-rank", str(work), "--", "score", *extra, "--input", str(source),
+           "--model", str(model), "--output", str(out), "--backend", "onnxruntime",
            "--batch-size", str(batch_size), "--threads", "1", "--workers", "1"]
     start = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env=mpi_env(), cwd=ROOT)
@@ -80,7 +148,7 @@ def run_size(millions: float, ranks: int, batch_size: int, work: Path) -> dict:
     line = summary["timeline_seconds"]
     startup = wall - summary["wall_seconds"]  # interpreter, imports and MPI start before the run's clock
     rss = {r["rank"]: r["peak_rss_mb"] for r in (json.loads(p.read_text()) for p in work.glob("rss-*.json"))}
-    row = {"keys": count, "ranks": ranks, "batch_size": batch_size,
+    row = {"archive": archive, "keys": count, "ranks": ranks, "batch_size": batch_size,
            "first_batch_s": round(startup + line["first_batch"], 1),
            "planned_s": round(startup + line["planned"], 1),
            "scoring_s": round(line["merge_start"] - line["planned"], 1),
@@ -89,7 +157,7 @@ def run_size(millions: float, ranks: int, batch_size: int, work: Path) -> dict:
            "rank0_peak_rss_mb": round(rss.get(0, float("nan"))),
            "other_ranks_peak_rss_mb": round(max((v for k, v in rss.items() if k != 0), default=float("nan"))),
            "output_mb": round((out / "scores.h5").stat().st_size / 2**20, 1),
-           "rows": summary["images"]["total"]}
+           "rows": summary["images"]["total"], "error_rows": summary["images"]["failed"]}
     shutil.rmtree(out, ignore_errors=True)
     return row
 
@@ -112,6 +180,8 @@ def main() -> None:
     p.add_argument("--sizes", type=float, nargs="+", default=[1, 3, 10], help="archive sizes in millions of keys")
     p.add_argument("--ranks", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--archive", choices=("list", "tar"), default="list",
+                   help="list: a list file of missing paths (overhead only); tar: shards of tiny real JPEGs")
     p.add_argument("--work", type=Path, default=Path("/tmp/batchscore-scale"), help="list files and outputs")
     p.add_argument("--json", type=Path, default=ROOT / "results" / "scale.json")
     p.add_argument("--as-rank", type=Path, default=None, help=argparse.SUPPRESS)
@@ -122,7 +192,7 @@ def main() -> None:
     load = os.getloadavg()  # the machine is shared: say how busy it was
     rows = []
     for millions in args.sizes:
-        rows.append(run_size(millions, args.ranks, args.batch_size, args.work))
+        rows.append(run_size(millions, args.ranks, args.batch_size, args.work, args.archive))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     if len(rows) > 1:
         for row in rows:
