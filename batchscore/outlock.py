@@ -85,11 +85,10 @@ class OutputLock:
 
     def _acquire_without_flock(self, me: dict) -> "OutputLock":
         previous = _holder(self.path)
-        if previous:
-            if previous.get("host") != me["host"] or _alive(int(previous.get("pid", 0))):
-                raise _busy(self.path.parent, previous)
-            self.stale = previous
-            self.path.unlink(missing_ok=True)
+        if previous and (previous.get("host") != me["host"] or _alive(int(previous.get("pid", 0)))):
+            raise _busy(self.path.parent, previous)
+        self.stale = previous
+        self.path.unlink(missing_ok=True)  # a dead holder's, or empty: made by the open before the flock attempt
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:

@@ -22,7 +22,8 @@ import numpy as np
 from batchscore.incremental import INDEX, RUNS
 from batchscore.outlock import LOCK
 from batchscore.writer import PARTS, done_keys
-from conftest import batchscore, write_job
+from conftest import PYTHON, batchscore, write_job
+from test_h5lock import nolock  # noqa: F401
 from test_incremental import images
 from test_resume import (FAST, archive, check_exactly_once, descendants, rank_pid, reference, slow_job, start,  # noqa: F401
                          wait_for_parts)
@@ -187,3 +188,26 @@ def test_a_kill_after_scores_h5_is_published_before_summary_json_is_resumed(
     check_exactly_once(out, reference, resumed=len(committed))
     with h5py.File(out / "scores.h5", "r") as f:
         assert np.array_equal(f["key"].asstr()[:], reference["key"])
+
+
+def test_without_flock_the_lock_file_s_host_and_pid_decide(tmp_path: Path, nolock: Path, sample_dir: Path,
+                                                           model: Path) -> None:
+    """On a filesystem whose flock() fails (ENOLCK, as NFS without lockd), a live holder on this host still
+    keeps a second job out, and a killed holder's lock is taken over."""
+    env = {"LD_PRELOAD": str(nolock), "HDF5_USE_FILE_LOCKING": "FALSE"}
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([PYTHON, "-c", "import sys, time; from pathlib import Path; "
+                               "from batchscore.outlock import OutputLock; OutputLock(Path(sys.argv[1])).acquire(); "
+                               "print('held', flush=True); time.sleep(600)", str(out)],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
+    assert holder.stdout.readline().strip() == "held"
+    job = write_job(tmp_path / "job.toml", input=str(sample_dir), model=str(model), output=str(out),
+                    backend="onnxruntime", threads=1)
+    res = batchscore("score", "--job", str(job), env=env)
+    assert res.returncode == 2 and f"PID {holder.pid}," in res.stderr, res.stderr
+    holder.kill()
+    holder.wait()
+    res = batchscore("score", "--job", str(job), env=env)
+    assert res.returncode == 0, res.stderr
+    assert f"took over the lock of a job that is gone (host {socket.gethostname()}, PID {holder.pid})" in res.stderr
