@@ -10,8 +10,8 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
@@ -36,8 +36,10 @@ from .pipeline import Batch, batches, decode_executor, default_prefetch
 from .precision import job_samples, prepare_model, scored_precision, variant_metadata
 from .report import RankStats, format_table, summarize
 from .signals import GracefulStop, Interrupted
-from .sources import IMAGE_EXTENSIONS, Item, SourceError, list_items, shard
-from .writer import PARTS, PartWriter, done_keys, merge, write_json
+from .itemtable import ItemTable, decode_key
+from .outlock import OutputLock
+from .sources import IMAGE_EXTENSIONS, SourceError
+from .writer import PARTS, PartWriter, done_keys, key_array, merge, remove_leftovers, retire_parts, write_json
 
 RESULT_FILES = ("scores.h5", "summary.json")
 T = TypeVar("T")
@@ -45,10 +47,10 @@ T = TypeVar("T")
 
 @dataclass
 class Plan:
-    """Decided once by rank 0 and broadcast, so every rank works from the same facts."""
+    """Decided once by rank 0 and broadcast, so every rank works from the same facts; the items to score are
+    not broadcast but split (`todo`, rank 0 only), and only rank 0 keeps every key (`keys`, for the merge)."""
 
-    todo: list[Item]
-    all_keys: list[str]
+    total: int
     run_id: str
     backend: str
     backend_reason: str
@@ -66,10 +68,23 @@ class Plan:
     precision: str = "fp32"  # job.precision, or the precision an already reduced model records (scored_precision)
     batch_size: int = 0  # the job's batch size and compile mode settled for the backend's device (Job.settled)
     compile: str = "eager"
+    todo: ItemTable | None = None  # rank 0, until split: the items still to score
+    keys: np.ndarray | None = None  # rank 0: every key of the run, sorted (writer.key_array)
 
     def empty_outputs(self) -> dict[str, np.ndarray]:
         """Zero-row outputs for a batch in which no image decoded."""
         return {name: np.empty((0, *shape), np.float32) for name, shape in self.output_shapes.items()}
+
+
+class Timeline:
+    """When each step of this rank's run was reached, in seconds from its start (summary.json)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, step: str) -> None:
+        self.seconds[step] = round(time.perf_counter() - self.start, 3)
 
 
 def _fingerprint(job: Job, sha: str) -> dict:
@@ -80,13 +95,48 @@ def _fingerprint(job: Job, sha: str) -> dict:
                                   "input": [str(p) for p in job.input]}))
 
 
+def _writable(out: Path) -> None:
+    """Create `out` and write a file there; ConfigError naming the folder when that fails."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} is a file, not a folder: choose a folder for the results "
+                          "(--output DIR, or output in the job file)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output directory {out} is not writable ({exc.strerror}); "
+                          "choose another --output") from None
+
+
+def hold_output(job: Job) -> Callable[[], None]:
+    """Rank 0, before planning: lock the job's output folder (ConfigError when another job holds it); returns
+    the release, which also removes the folder again where this job made it and left nothing in it (a job
+    refused while planning writes nothing)."""
+    made = not job.output.exists()
+    _writable(job.output)
+    lock = OutputLock(job.output).acquire()
+    remove_leftovers(job.output)  # this job holds the folder: temporary files in it are a killed job's
+    if lock.stale:
+        log(0, f"took over the lock of a job that is gone (host {lock.stale.get('host')}, "
+               f"PID {lock.stale.get('pid')})")
+
+    def release() -> None:
+        lock.release()
+        if made:
+            with suppress(OSError):  # not empty: the run's results, parts or variants are in it
+                job.output.rmdir()
+    return release
+
+
 def plan_run(job: Job) -> Plan:
     """Every check that can fail before work starts; raises ConfigError with what to fix."""
     try:
         info = inspect_model(job.model)
         sha = model_sha256(job.model, info)
         skipped: Counter = Counter()
-        items = list_items(job.input, job.hdf5_dataset, skipped)
+        items = ItemTable.from_inputs(job.input, job.hdf5_dataset, skipped)
         classes = class_names(job.classes, info.metadata)
     except (ModelError, SourceError) as exc:
         raise ConfigError(lock_advice(job.input[0]) if is_lock_error(exc) else str(exc)) from None
@@ -95,9 +145,6 @@ def plan_run(job: Job) -> Plan:
         raise ConfigError(f"no images in {', '.join(map(str, job.input))}: folders are searched, with their "
                           f"sub-folders and .tar files, for {' '.join(sorted(IMAGE_EXTENSIONS))} files; "
                           "check --input (or input in the job file)")
-    if job.output.exists() and not job.output.is_dir():
-        raise ConfigError(f"output {job.output} is a file, not a folder: choose a folder for the results "
-                          "(--output DIR, or output in the job file)")
     if info.num_classes is None:
         raise ConfigError(f"{job.model}: the first output needs a fixed class dimension, got {info.outputs}")
     if job.top_k > info.num_classes:
@@ -132,29 +179,22 @@ def plan_run(job: Job) -> Plan:
                           "another --output for a full run")
 
     out = job.output
+    if changes:
+        _writable(out)
+        remove_leftovers(out)
+    marker = out / PARTS / "job.json"
+    if (out / PARTS).exists() and (job.overwrite or not marker.exists()):
+        shutil.rmtree(out / PARTS)  # --overwrite discards an unfinished run; parts without a job are nobody's
     existing = [name for name in RESULT_FILES if (out / name).exists()]
-    if existing and not job.overwrite:
+    if existing and not marker.exists() and not job.overwrite:  # with a parts folder, a run is unfinished
         raise ConfigError(f"{out} already holds a result ({', '.join(existing)}); "
                           "pass --overwrite to replace it or choose another --output")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"output directory {out} is not writable ({exc.strerror}); "
-                          "choose another --output") from None
     check_locking(out)  # network filesystems: fail now, naming HDF5_USE_FILE_LOCKING, not mid-run
     check = None
     if gate_items:  # reduced precision: compare with fp32 on held-out images before anything is scored
         check = {**gate(job, model, gate_items, backend, classes), "variant": variant_metadata(model)}
-    if job.overwrite:
-        shutil.rmtree(out / PARTS, ignore_errors=True)
-        for name in RESULT_FILES:
-            (out / name).unlink(missing_ok=True)
 
-    marker = out / PARTS / "job.json"
-    done: set[str] = set()
+    done = key_array([])
     if marker.exists():
         before = json.loads(marker.read_text())
         if before != fingerprint:
@@ -162,14 +202,14 @@ def plan_run(job: Job) -> Plan:
                               "rerun with its settings to finish it, pass --overwrite to discard it, or choose "
                               "another --output")
         done = done_keys(out)
-    else:
+    else:  # a previous result (--overwrite) stays until the new scores.h5 replaces it
         marker.parent.mkdir(exist_ok=True)
         write_json(marker, fingerprint)
-    todo = [it for it in items if it.key not in done]
-    return Plan(todo, [it.key for it in items], uuid.uuid4().hex[:12], backend, reason, sha,
-                shapes, save, len(items) - len(todo), classes, changes, model=model, precision_check=check,
-                decode=decode, decode_reason=decode_reason, skipped=dict(skipped), precision=job.precision,
-                batch_size=job.batch_size, compile=job.compile)
+    todo = items.without(done)
+    return Plan(len(items), uuid.uuid4().hex[:12], backend, reason, sha, shapes, save, len(items) - len(todo),
+                classes, changes, model=model, precision_check=check, decode=decode, decode_reason=decode_reason,
+                skipped=dict(skipped), precision=job.precision, batch_size=job.batch_size, compile=job.compile,
+                todo=todo, keys=items.keys)
 
 
 #: top-k up to this k takes k argmax passes; a larger k, one partition, which is as fast from about twice this k
@@ -223,23 +263,31 @@ def _expand(batch: Batch, values: np.ndarray, fill: float) -> np.ndarray:
 def scored(engine: Engine, decoded: Iterable[Batch],
            empty: Callable[[], dict[str, np.ndarray]]) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
     """(batch, outputs) in order, through `infer_iter` so a GPU engine copies batch i+1 in while batch i
-    computes; a batch in which no image decoded skips the engine and gets `empty()` outputs."""
-    pending: deque[Batch] = deque()
+    computes; a batch in which no image decoded skips the engine and gets `empty()` outputs.
 
-    def good_tensors() -> Iterator[np.ndarray]:
-        for batch in decoded:
-            pending.append(batch)
-            if batch.ok.any():
-                yield batch.tensors
+    Each run of batches with a good image goes through one `infer_iter`; a batch without one ends the run and
+    is handed on at once, so a stretch of unreadable images is committed as it goes, not held to the end."""
+    stream = iter(decoded)
+    batch = next(stream, None)
+    while batch is not None:
+        if not batch.ok.any():
+            yield batch, empty()
+            batch = next(stream, None)
+            continue
+        pending: deque[Batch] = deque()
+        after: list[Batch | None] = [None]  # the batch that ended the run (None: the end of the stream)
 
-    def drain_empty() -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
-        while pending and not pending[0].ok.any():
-            yield pending.popleft(), empty()
+        def good_run(first: Batch) -> Iterator[np.ndarray]:
+            current: Batch | None = first
+            while current is not None and current.ok.any():
+                pending.append(current)
+                yield current.tensors
+                current = next(stream, None)
+            after[0] = current
 
-    for outputs in engine.infer_iter(good_tensors()):
-        yield from drain_empty()
-        yield pending.popleft(), outputs
-    yield from drain_empty()
+        for outputs in engine.infer_iter(good_run(batch)):
+            yield pending.popleft(), outputs
+        batch = after[0]
 
 
 def bind(job: Job, backend: str, comm: MPI.Comm) -> GpuBinding | None:
@@ -282,12 +330,13 @@ def _beside(opening: AbstractContextManager[T]) -> Iterator[Callable[[], T]]:
             opening.__exit__(*failure)
 
 
-def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> RankStats:
-    """This rank's loop, until done or `stop`: decode ahead → infer → top-k → commit parts; returns its stats."""
+def score_shard(job: Job, plan: Plan, items: ItemTable, comm: MPI.Comm, stop: GracefulStop,
+                timeline: Timeline) -> RankStats:
+    """This rank's loop over its share `items`, until done or `stop`: decode ahead → infer → top-k → commit
+    parts; returns its stats."""
     where = placement(comm)
     cores = cores_for_rank(where.local_size)
     threads = job.threads or cores
-    items = shard(plan.todo, comm.rank, comm.size)
     stats = RankStats(comm.rank, local_rank=where.local_rank, threads=threads)
     binding = bind(job, plan.backend, comm)
     device, stats.gpu_shared = (binding.index, binding.shared) if binding else (None, False)
@@ -297,7 +346,7 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
         stats.device = engine.device_name  # e.g. "cuda:1 <GPU name>": the bound GPU's index and name
         writer = PartWriter(job.output, plan.run_id, comm.rank)
         stop.on_signal = lambda name: stopping(job, plan, comm.rank, f"{name} on rank {comm.rank}", writer, stop)
-        progress = Progress(comm, total=len(plan.all_keys), initial=plan.resumed)
+        progress = Progress(comm, total=plan.total, initial=plan.resumed)
         workers = job.workers or default_workers(cores, gpu)
         kind = job.worker_kind if gpu is None else "thread"  # a GPU decoder's workers only read
         with (decode_processes(kind, workers, cores, job.preprocess.shape, lambda text: log(comm.rank, text)) as procs,
@@ -318,9 +367,11 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
                 stats.add(batch)
                 if n == 0:
                     stats.first_batch_seconds, stats.first_batch_images = time.perf_counter() - start, stats.images
+                    timeline.mark("first_batch")
                 progress.update(stats.images)
     stop.quiet()  # from here a signal is only a flag: settle() and the caller act on it
     writer.commit()
+    timeline.mark("scored")
     stop.settle(incomplete=stats.images < len(items))  # collective: every rank learns if any stopped early
     stats.seconds = time.perf_counter() - start
     stats.ok = stats.images - stats.failed
@@ -330,7 +381,7 @@ def score_shard(job: Job, plan: Plan, comm: MPI.Comm, stop: GracefulStop) -> Ran
     return stats
 
 
-def finish(job: Job, plan: Plan, stats: list[RankStats], wall_start: float) -> dict:
+def finish(job: Job, plan: Plan, stats: list[RankStats], timeline: Timeline) -> dict:
     """Rank 0: merge the parts into scores.h5, write summary.json, print the table."""
     info = {
         "version": __version__, "backend": plan.backend, "backend_reason": plan.backend_reason,
@@ -349,16 +400,20 @@ def finish(job: Job, plan: Plan, stats: list[RankStats], wall_start: float) -> d
         attrs["classes"] = plan.classes
     if plan.precision_check:
         attrs["precision_check"] = json.dumps(plan.precision_check)
-    path = merge(job.output, plan.all_keys, attrs)
-    with h5py.File(path, "r") as f:
+    timeline.mark("merge_start")
+    merged = merge(job.output, plan.keys, attrs)
+    timeline.mark("merged")
+    with h5py.File(job.output / "scores.h5", "r") as f:
         failed = int((f["status"][:] != 0).sum()) if "status" in f else 0  # no rows: an incremental no-op
-    summary = summarize(stats, wall_seconds=time.perf_counter() - wall_start, total_keys=len(plan.all_keys),
+    summary = summarize(stats, wall_seconds=time.perf_counter() - timeline.start, total_keys=plan.total,
                         failed_total=failed, resumed=plan.resumed, info=info)
     summary["skipped"] = plan.skipped or {}
     if plan.incremental:  # scores.h5 is published: now fold this run into OUTPUT/index.h5
-        summary["incremental"] = publish_run(plan.incremental, plan.all_keys)
+        summary["incremental"] = publish_run(plan.incremental, [decode_key(k) for k in plan.keys])
+    summary["merge"] = {"ignored_rows": merged["ignored_rows"], "duplicate_rows": merged["duplicate_rows"]}
+    summary["timeline_seconds"] = timeline.seconds  # rank 0's, from the start of the run
     write_json(job.output / "summary.json", summary)
-    shutil.rmtree(job.output / PARTS)  # scores.h5 now holds every row; the parts were only for resume
+    retire_parts(job.output)  # scores.h5 now holds every row; the parts were only for resume
     print(format_table(summary), flush=True)
     return summary
 
@@ -372,7 +427,7 @@ def stop_line(job: Job, reason: str) -> str:
 def record_stop(job: Job, plan: Plan, reason: str, scored: int | None = None) -> None:
     """OUTPUT/.parts/interrupted.json: why and when the run stopped (`scored`: None while ranks may still commit)."""
     write_json(job.output / PARTS / "interrupted.json", {
-        "reason": reason, "run_id": plan.run_id, "total": len(plan.all_keys), "scored_this_run": scored,
+        "reason": reason, "run_id": plan.run_id, "total": plan.total, "scored_this_run": scored,
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 
@@ -388,23 +443,34 @@ def stopping(job: Job, plan: Plan, rank: int, reason: str, writer: PartWriter, s
 
 def run(job: Job, comm: MPI.Comm) -> dict | None:
     """Score a job on every rank of `comm`; returns the summary on rank 0 (None elsewhere)."""
-    wall_start = time.perf_counter()
-    plan, error = None, None
-    if comm.rank == 0:
-        try:
-            plan = plan_run(job)
-        except ConfigError as exc:
-            error = str(exc)
-    plan, error = comm.bcast((plan, error), root=0)
-    if error:
-        raise ConfigError(error)
+    with ExitStack() as held:  # rank 0 holds the output folder's lock until the merge is done
+        timeline = Timeline()
+        plan, error = None, None
+        if comm.rank == 0:
+            try:
+                held.callback(hold_output(job))
+                plan = plan_run(job)
+            except ConfigError as exc:
+                error = str(exc)
+        light, error = comm.bcast((replace(plan, todo=None, keys=None) if plan else None, error), root=0)
+        if error:
+            raise ConfigError(error)
+        share = comm.scatter(plan.todo.split(comm.size) if comm.rank == 0 else None, root=0)
+        if comm.rank == 0:
+            plan.todo = None  # every rank holds its share now
+        timeline.mark("planned")
+        return _run(job, plan or light, share, comm, timeline)
+
+
+def _run(job: Job, plan: Plan, share: ItemTable, comm: MPI.Comm, timeline: Timeline) -> dict | None:
+    """Every rank: score its shard; then rank 0 merges, or records the stop."""
     job = job.with_overrides(precision=plan.precision, batch_size=plan.batch_size, compile=plan.compile,
                              output=plan.incremental.run_dir if plan.incremental else None)
     if comm.rank == 0:
-        log(0, f"{len(plan.all_keys)} images ({plan.resumed} already done), {comm.size} rank(s), "
+        log(0, f"{plan.total} images ({plan.resumed} already done), {comm.size} rank(s), "
                f"backend {plan.backend}: {plan.backend_reason}; decode {plan.decode}: {plan.decode_reason}")
     with GracefulStop(comm) as stop:  # a signal during the merge is ignored: the merge is short and atomic
-        stats = score_shard(job, plan, comm, stop)
+        stats = score_shard(job, plan, share, comm, stop, timeline)
         gathered = comm.gather(stats, root=0)
         if stop.interrupted:
             if comm.rank == 0:
@@ -416,4 +482,4 @@ def run(job: Job, comm: MPI.Comm) -> dict | None:
         if stop.announced:  # the signal came while the last batches were scored: nothing was left to do
             print("batchscore: the stop came after the last batch was scored: publishing the complete result",
                   file=sys.stderr, flush=True)
-        return finish(job, plan, gathered, wall_start) if comm.rank == 0 else None
+        return finish(job, plan, gathered, timeline) if comm.rank == 0 else None

@@ -169,20 +169,23 @@ def _key_text(key: object, path: Path, row: int) -> str:
                           "strings") from None
 
 
-def list_file_list(path: Path) -> list[Item]:
+def list_file_lines(path: Path) -> list[bytes]:
+    """A list file's entries as bytes: lines stripped, blank lines and '#' comments left out."""
+    if not path.is_file():
+        raise SourceError(f"{path}: not a regular file; give a text file of image paths")
+    return [line for line in (raw.strip() for raw in path.read_bytes().splitlines())
+            if line and not line.startswith(b"#")]
+
+
+def list_file_list(path: Path) -> Iterator[Item]:
     """A text file of image paths, one per line (relative to the list file's folder); '#' comments.
 
     Lines are read as file names are: bytes that are not UTF-8 are kept surrogate-escaped, so they name the
     file and its key as a folder listing would."""
-    if not path.is_file():
-        raise SourceError(f"{path}: not a regular file; give a text file of image paths")
     base = path.parent
-    items = []
-    for line in path.read_bytes().decode("utf-8", "surrogateescape").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            items.append(Item(line, "file", str(base / line)))
-    return items
+    for raw in list_file_lines(path):
+        line = raw.decode("utf-8", "surrogateescape")
+        yield Item(line, "file", os.path.join(base, line))
 
 
 def list_dir(root: Path, skipped: Counter | None = None) -> list[Item]:
@@ -233,29 +236,33 @@ def list_dir(root: Path, skipped: Counter | None = None) -> list[Item]:
     return items
 
 
-def list_items(inputs: tuple[Path, ...] | list[Path], hdf5_dataset: str = "images",
-               skipped: Counter | None = None) -> list[Item]:
-    """All items of all inputs in global (sorted key) order; duplicate keys are an error. `skipped` counts what
-    was passed over, by reason (see list_dir and list_tar)."""
-    items: list[Item] = []
+def iter_items(inputs: tuple[Path, ...] | list[Path], hdf5_dataset: str = "images",
+               skipped: Counter | None = None) -> Iterator[Item]:
+    """All items of all inputs, input by input (not sorted): what `list_items` sorts, or a caller keeps compactly.
+    `skipped` counts what was passed over, by reason (see list_dir and list_tar)."""
     for path in inputs:
         if not path.exists():
             raise SourceError(f"input not found: {path}")
         suffix = path.suffix.lower()
         if path.is_dir():
-            items.extend(list_dir(path, skipped))
+            yield from list_dir(path, skipped)
         elif suffix == ".tar":
-            items.extend(list_tar(path, path.name, skipped))
+            yield from list_tar(path, path.name, skipped)
         elif suffix in HDF5_EXTENSIONS:
-            items.extend(list_hdf5(path, hdf5_dataset, path.name))
+            yield from list_hdf5(path, hdf5_dataset, path.name)
         elif suffix in LIST_EXTENSIONS:
-            items.extend(list_file_list(path))
+            yield from list_file_list(path)
         elif _is_image(path.name):
-            items.append(Item(path.name, "file", str(path)))
+            yield Item(path.name, "file", str(path))
         else:
             raise SourceError(f"input {path}: unknown type; give a folder, a .tar, a .h5/.hdf5, "
                               f"a list file ({', '.join(sorted(LIST_EXTENSIONS))}) or an image")
-    items.sort(key=lambda it: it.key)
+
+
+def list_items(inputs: tuple[Path, ...] | list[Path], hdf5_dataset: str = "images",
+               skipped: Counter | None = None) -> list[Item]:
+    """All items of all inputs in global (sorted key) order; duplicate keys are an error. `skipped`: as iter_items."""
+    items = sorted(iter_items(inputs, hdf5_dataset, skipped), key=lambda it: it.key)
     for a, b in zip(items, items[1:]):
         if a.key == b.key:
             raise SourceError(f"duplicate key {a.key!r} in the inputs; each image must appear once")

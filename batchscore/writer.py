@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,9 +20,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .keys import STR, decode_strings, encode_strings
+from .keys import STR, encode_strings
 STATUS_OK, STATUS_ERROR = 0, 1
 PARTS = ".parts"
+MERGE_CHUNK = 1 << 20  # keys written to scores.h5 at a time
 
 
 def atomic_path(path: Path) -> Path:
@@ -116,55 +118,105 @@ class PartWriter:
 
 
 def part_files(out_dir: Path) -> list[Path]:
-    """Committed parts (temporary files of a crashed writer are not parts)."""
+    """Committed parts in name order (run, rank, sequence); temporary files of a crashed writer are not parts."""
     return sorted((out_dir / PARTS).glob("*.h5"))
 
 
-def done_keys(out_dir: Path) -> set[str]:
-    """Keys already committed by an earlier (interrupted) run into this output folder."""
-    keys: set[str] = set()
+def key_array(keys: Iterable[str] | np.ndarray) -> np.ndarray:
+    """Keys as one fixed-width byte array (UTF-8): compact, and it sorts as the strings do."""
+    if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":
+        return keys
+    return np.array([k.encode("utf-8", "surrogateescape") if isinstance(k, str) else k for k in keys], dtype="S")
+
+
+def _part_keys(f: h5py.File) -> np.ndarray:
+    return f["key"][()].astype("S")  # h5py reads UTF-8 strings as bytes objects: these are the stored bytes
+
+
+def done_keys(out_dir: Path) -> np.ndarray:
+    """Keys already committed by an earlier (interrupted) run into this output folder, sorted, each once."""
+    found = []
     for part in part_files(out_dir):
         with h5py.File(part, "r") as f:
-            keys.update(decode_strings(f["key"]).tolist())
-    return keys
+            found.append(_part_keys(f))
+    return np.unique(np.concatenate(found)) if found else np.array([], dtype="S1")
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Temporary files and retired part folders a killed job left in `folder` (and its parts folder).
+
+    Called by the job holding the folder's lock, so no live writer owns them."""
+    found = [p for where in (folder, folder / PARTS) for pattern in (".*.tmp", ".write-test-*", ".h5lock-test-*")
+             for p in where.glob(pattern)] + list(folder.glob(f"{PARTS}.done-*"))
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
+def retire_parts(out_dir: Path) -> None:
+    """After the result is published: move the parts folder away in one rename (the run's last commit point,
+    so a folder with a parts folder is an unfinished run), then delete it."""
+    retired = out_dir / f"{PARTS}.done-{os.getpid()}"
+    os.replace(out_dir / PARTS, retired)
+    shutil.rmtree(retired)
 
 
 class MergeError(RuntimeError):
-    """The parts do not cover the inputs exactly once; scores.h5 is not published."""
+    """The parts do not cover the inputs; scores.h5 is not published."""
 
 
-def merge(out_dir: Path, expected_keys: list[str], attrs: dict, final_name: str = "scores.h5") -> Path:
-    """Merge all parts into one file in global key order, check exactly-once, publish atomically."""
-    parts = part_files(out_dir)
-    part_keys = []
-    for part in parts:
-        with h5py.File(part, "r") as f:
-            part_keys.append(decode_strings(f["key"]))
-    all_keys = np.concatenate(part_keys) if part_keys else np.array([], dtype=object)
-    order = np.argsort(all_keys, kind="stable")
-    sorted_keys = all_keys[order]
-    if len(sorted_keys) != len(expected_keys) or list(sorted_keys) != list(expected_keys):
-        dupes = int(len(sorted_keys) - len(set(sorted_keys.tolist())))
-        missing = len(set(expected_keys) - set(sorted_keys.tolist()))
-        raise MergeError(f"parts in {out_dir / PARTS} hold {len(sorted_keys)} rows for {len(expected_keys)} "
-                         f"inputs ({dupes} duplicated, {missing} missing); rerun the same job to finish it")
+def merge(out_dir: Path, expected_keys: Iterable[str] | np.ndarray, attrs: dict,
+          final_name: str = "scores.h5") -> dict[str, int]:
+    """Copy every part's rows into one file in global key order, part by part, and publish it atomically.
+
+    Memory is one part plus a flag per key. Each key of `expected_keys` (sorted) must be covered; rows of
+    keys not among them (an image removed since they were scored) are ignored, and a key found twice keeps
+    the row of the first part in name order; both are counted in the returned figures."""
+    expected = key_array(expected_keys)
+    n = len(expected)
+    seen = np.zeros(n, bool)
+    ignored = duplicates = 0
     final = out_dir / final_name
     tmp = atomic_path(final)
-    with h5py.File(tmp, "w") as out:
-        out.create_dataset("key", data=encode_strings(sorted_keys), dtype=STR)
-        for part, keys in zip(parts, part_keys):
-            positions = np.searchsorted(sorted_keys, keys)
-            with h5py.File(part, "r") as f:
-                for name, dset in _datasets(f):
-                    if name == "key":
-                        continue
-                    if name not in out:
-                        out.create_dataset(name, shape=(len(sorted_keys), *dset.shape[1:]), dtype=dset.dtype)
-                    _scatter(out[name], positions, dset[()])
-        for key, value in attrs.items():
-            out.attrs[key] = value
+    try:
+        with h5py.File(tmp, "w") as out:
+            keys_out = out.create_dataset("key", shape=(n,), dtype=STR)
+            for start in range(0, n, MERGE_CHUNK):
+                keys_out[start:start + MERGE_CHUNK] = expected[start:start + MERGE_CHUNK].astype(object)
+            for part in part_files(out_dir):
+                with h5py.File(part, "r") as f:
+                    keys = _part_keys(f)
+                    pos = np.searchsorted(expected, keys)
+                    known = pos < n
+                    known[known] = expected[pos[known]] == keys[known]
+                    ignored += int((~known).sum())
+                    rows = np.flatnonzero(known)
+                    rows = rows[np.unique(pos[rows], return_index=True)[1]]  # first of a key repeated in the part
+                    rows = rows[~seen[pos[rows]]]
+                    duplicates += int(known.sum()) - len(rows)
+                    at = pos[rows]
+                    seen[at] = True
+                    for name, dset in _datasets(f):
+                        if name == "key":
+                            continue
+                        if name not in out:
+                            out.create_dataset(name, shape=(n, *dset.shape[1:]), dtype=dset.dtype)
+                        data = dset[()]
+                        _scatter(out[name], at, data if len(rows) == len(data) else data[rows])
+            missing = n - int(seen.sum())
+            if missing:
+                raise MergeError(f"parts in {out_dir / PARTS} lack {missing} of {n} inputs; "
+                                 "rerun the same job to finish it")
+            for key, value in attrs.items():
+                out.attrs[key] = value
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     publish(tmp, final)
-    return final
+    return {"rows": n, "ignored_rows": ignored, "duplicate_rows": duplicates}
 
 
 def _datasets(group: h5py.Group, prefix: str = "") -> Iterable[tuple[str, h5py.Dataset]]:
@@ -176,9 +228,8 @@ def _datasets(group: h5py.Group, prefix: str = "") -> Iterable[tuple[str, h5py.D
 
 
 def _scatter(dset: h5py.Dataset, positions: np.ndarray, data: np.ndarray) -> None:
-    """Write rows to (increasing) positions, as one slice when they are contiguous."""
-    if len(positions) and positions[-1] - positions[0] == len(positions) - 1:
-        dset[positions[0]:positions[-1] + 1] = data
-    else:
-        for pos, row in zip(positions, data):
-            dset[pos] = row
+    """Write rows to increasing positions, one slice per contiguous run of them."""
+    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+    for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(positions)]):
+        if hi > lo:
+            dset[positions[lo]:positions[hi - 1] + 1] = data[lo:hi]

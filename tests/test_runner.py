@@ -42,6 +42,24 @@ def test_scored_keeps_order_around_batches_without_a_good_image(tmp_path: Path, 
     engine.deactivate()
 
 
+def test_scored_hands_on_batches_without_a_good_image_as_they_come(tmp_path: Path, model: Path) -> None:
+    """A stretch of unreadable images is not held back until a good image (or the end) comes."""
+    missing = [Item(f"m{i:03d}", "file", str(tmp_path / f"m{i:03d}.jpg")) for i in range(40)]
+    engine = create_engine("onnxruntime", model, EngineOptions(batch_size=4, threads=1)).activate()
+    pulled = []
+
+    def counted(stream):
+        for batch in stream:
+            pulled.append(batch)
+            yield batch
+
+    with decode_executor(0) as pool:
+        seen = [len(pulled) for _ in scored(engine, counted(batches(missing, Preprocess(), 4, pool)),
+                                            lambda: {"logits": np.empty((0, 10), np.float32)})]
+    engine.deactivate()
+    assert seen == list(range(1, 11))
+
+
 def test_topk_is_sorted_softmax() -> None:
     logits = np.array([[1.0, 3.0, 2.0], [0.0, 0.0, 5.0]], np.float32)
     idx, score = topk(logits, 2)
