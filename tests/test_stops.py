@@ -1,6 +1,6 @@
 """Stops under real launchers: SIGINT, SIGTERM and SIGUSR1 sent to a rank, to mpiexec, or to srun.
 
-Each run scores slowly (batches of 2, one thread) with a commit interval longer than the run, so every
+Each run scores slowly (batches of one, one thread) with a commit interval longer than the run, so every
 committed part is one the stop itself committed. After the stop: the exit status the launcher lets
 through, one line for the job saying how to continue (none where the launcher drops the ranks' output),
 interrupted.json, committed parts, and a rerun that finishes with each image exactly once. What each
@@ -23,16 +23,25 @@ import pytest
 from batchscore.signals import EXIT_REQUEUE
 from batchscore.writer import PARTS, done_keys
 from conftest import MPIEXEC, PYTHON, batchscore, mpi_env, write_job
-from test_resume import archive, check_exactly_once, rank_pid, reference  # noqa: F401 - fixtures
+from test_resume import check_exactly_once, rank_pid, reference  # noqa: F401 - the fixture, on this module's archive
 from test_slurm import WHY_NOT as NO_SLURM
 
 STOPS = ("SIGINT", "SIGTERM", "SIGUSR1")
 LINE = "batchscore: interrupted: stopped by "
+COPIES = 30  # × the 48 sample images: a run of batches of one lasts seconds even on a fast, idle machine
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("archive")
+    for i in range(COPIES):
+        shutil.copytree(sample_dir, root / f"copy{i}", ignore=shutil.ignore_patterns("*.csv"))
+    return root
 
 
 def slow_job(tmp_path: Path, archive: Path, model: Path, commit_every: int = 1_000_000) -> Path:
     return write_job(tmp_path / "job.toml", input=str(archive), model=str(model), output=str(tmp_path / "out"),
-                     backend="onnxruntime", batch_size=2, commit_every=commit_every, threads=1, workers=1)
+                     backend="onnxruntime", batch_size=1, commit_every=commit_every, threads=1, workers=1)
 
 
 def launch(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -42,13 +51,13 @@ def launch(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subp
 
 
 def wait_until_scoring(proc: subprocess.Popen, log: Path, ranks: int = 2, timeout: float = 120) -> None:
-    """Until every rank's engine is ready, then a little longer: the ranks are mid-loop, nothing committed yet."""
+    """Until every rank's engine is ready, then a moment longer: the ranks are mid-loop, nothing committed yet."""
     deadline = time.monotonic() + timeout
     while log.read_text().count("engine on cpu ready") < ranks:
         assert proc.poll() is None, f"ended before the stop: {log.read_text()}"
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
-    time.sleep(1.5)
+    time.sleep(0.5)
 
 
 def finish_after(proc: subprocess.Popen, log: Path) -> str:
