@@ -88,8 +88,12 @@ def run_contender(cmd: list[str], result: Path, timeout: float) -> dict:
 
 
 def batchscore_cmd(args: argparse.Namespace, model: Path, out: Path, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "batchscore", "score", "--input", str(args.archive), "--model", str(model),
-            "--output", str(out), "--overwrite", *extra]
+    """`batchscore score` on a job file that names only the archive, the model and the output, so every other
+    setting is batchscore's default (without --job it would take the bundled sample's job and its settings)."""
+    job = out.with_suffix(".toml")
+    job.parent.mkdir(parents=True, exist_ok=True)
+    job.write_text(f'input = "{args.archive}"\nmodel = "{model}"\noutput = "{out}"\n')
+    return [sys.executable, "-m", "batchscore", "score", "--job", str(job), "--overwrite", *extra]
 
 
 def batchscore_result(out: Path, result: Path) -> None:

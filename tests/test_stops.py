@@ -164,7 +164,7 @@ def test_a_signal_under_srun(tmp_path: Path, archive: Path, model: Path, referen
     if killed:
         assert proc.returncode == 137 and lines == [] and "forcing job termination" in err, err
         committed = done_keys(out)
-        assert committed and not (out / PARTS / "interrupted.json").exists()
+        assert len(committed) and not (out / PARTS / "interrupted.json").exists()
         res = batchscore("score", "--job", str(job), "--batch-size", "16", ranks=2)
         assert res.returncode == 0, res.stderr
         check_exactly_once(out, reference, resumed=len(committed))
