@@ -36,6 +36,7 @@ NEEDS: list[tuple[str, str]] = [
      "needs a GPU with torch and torchvision"),
     (r"benchmarks/cpu_pipeline\.py --rounds 9", "a benchmark of minutes; the same script runs with fewer "
                                                 "rounds from benchmarks/README.md"),
+    (r"benchmarks/scale\.py --sizes 1 3 10", "a benchmark of tens of minutes (10 million keys)"),
 ]
 #: what a fresh clone has after `make demo` besides its tracked files (linked or copied into the copy)
 AFTER_DEMO = ("data/sample", "results/demo")
