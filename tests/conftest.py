@@ -114,3 +114,11 @@ def residual_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
                       output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                       opset_version=17, dynamo=False)
     return path
+
+
+def copied_archive(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path, copies: int) -> Path:
+    """`copies` copies of the sample archive side by side (copy0/, copy1/, ...), labels left out: a longer run."""
+    root = tmp_path_factory.mktemp("archive")
+    for i in range(copies):
+        shutil.copytree(sample_dir, root / f"copy{i}", ignore=shutil.ignore_patterns("*.csv"))
+    return root

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -24,7 +23,7 @@ from mpi4py import MPI
 
 from batchscore.signals import GracefulStop
 from batchscore.writer import PARTS, done_keys
-from conftest import MPIEXEC, PYTHON, batchscore, mpi_env, write_job
+from conftest import MPIEXEC, PYTHON, batchscore, copied_archive, mpi_env, write_job
 
 COPIES = 8  # 8 × the 48 sample images: enough batches of one that a stop lands mid-run
 FAST = ("--batch-size", "16")  # a rerun may use another batch size: it changes no score
@@ -32,10 +31,7 @@ FAST = ("--batch-size", "16")  # a rerun may use another batch size: it changes 
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
-    root = tmp_path_factory.mktemp("archive")
-    for i in range(COPIES):
-        shutil.copytree(sample_dir, root / f"copy{i}", ignore=shutil.ignore_patterns("*.csv"))
-    return root
+    return copied_archive(tmp_path_factory, sample_dir, COPIES)
 
 
 @pytest.fixture(scope="module")

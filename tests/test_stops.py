@@ -22,7 +22,7 @@ import pytest
 
 from batchscore.signals import EXIT_REQUEUE
 from batchscore.writer import PARTS, done_keys
-from conftest import MPIEXEC, PYTHON, batchscore, mpi_env, write_job
+from conftest import MPIEXEC, PYTHON, batchscore, copied_archive, mpi_env, write_job
 from test_resume import check_exactly_once, rank_pid, reference  # noqa: F401 - the fixture, on this module's archive
 from test_slurm import WHY_NOT as NO_SLURM
 
@@ -33,10 +33,7 @@ COPIES = 30  # × the 48 sample images: a run of batches of one lasts seconds ev
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
-    root = tmp_path_factory.mktemp("archive")
-    for i in range(COPIES):
-        shutil.copytree(sample_dir, root / f"copy{i}", ignore=shutil.ignore_patterns("*.csv"))
-    return root
+    return copied_archive(tmp_path_factory, sample_dir, COPIES)
 
 
 def slow_job(tmp_path: Path, archive: Path, model: Path, commit_every: int = 1_000_000) -> Path:
