@@ -170,7 +170,7 @@ KEY_HELP: dict[str, str] = {
              "(.txt/.lst), or an array of them",
     "model": "the ONNX model (float32 NCHW input, dynamic batch axis); for fp16/int8 the FP32 source",
     "output": "results folder: scores.h5, summary.json, and the part files of an unfinished run",
-    "batch_size": "images per inference call; 0: 256 where the engine runs on a GPU, 32 on the CPU",
+    "batch_size": f"images per inference call; 0: {GPU_BATCH} where the engine runs on a GPU, {CPU_BATCH} on the CPU",
     "top_k": "classes kept per image, best first",
     "backend": "inference engine: auto picks tensorrt, else torch on a GPU, else onnxruntime",
     "precision": "fp32, or an fp16/int8 variant built from the model on first use and cached",
