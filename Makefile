@@ -30,7 +30,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.installed: setup.cfg pyproject.toml | $(PY)
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml batchscore/decode/hwjpeg.c | $(PY)
 	$(PY) -m pip install -q $(MPI_PIP) -e ".[test$(MPI_EXTRA)]"
 	touch $@
 

@@ -22,7 +22,8 @@ from .comm import cores_for_rank, log, placement
 from .config import ConfigError, Job
 from .engines import EngineOptions, choose_backend, create_engine, require_packages
 from .model import ModelError, class_names, inspect_model
-from .pipeline import batches, decode_executor
+from .decode.cpu import CpuDecoder, decode_executor
+from .pipeline import batches
 from .precision import job_samples, prepare_model, variant_metadata
 from .preprocess import Preprocess
 from .sources import Item, SourceError, list_items, shard
@@ -50,7 +51,7 @@ def predict(models: dict[str, Path], items: list[Item], spec: Preprocess, backen
     logits: dict[str, list[np.ndarray]] = {name: [] for name in models}
     try:
         with decode_executor(workers) as pool:
-            for batch in batches(items, spec, batch_size, pool, draft=draft):
+            for batch in batches(items, CpuDecoder(spec, pool, draft), batch_size):
                 if not batch.ok.any():
                     continue
                 keys.extend(k for k, ok in zip(batch.keys, batch.ok) if ok)

@@ -13,11 +13,18 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import (BACKENDS, CALIB_METHODS, COMPILE_MODES, DECODE_MODES, GPU_DECODERS, PRECISIONS, WORKER_KINDS,
-                     ConfigError, Job, load_job)
+from .config import (BACKENDS, CALIB_METHODS, COMPILE_MODES, DECODE_MODES, GPU_DECODERS, PRECISIONS, REMOVED,
+                     WORKER_KINDS, ConfigError, Job, load_job)
 from .gpu import cuda_defaults
 
 DEMO_JOB = Path("jobs/demo.toml")
+
+
+class _Removed(argparse.Action):
+    """A removed option (config.REMOVED): exit 2 with one line that says what to do instead."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001 - argparse's
+        parser.exit(2, f"{parser.prog}: error: {REMOVED[self.dest]}\n")
 
 
 def default_job() -> Path:
@@ -89,20 +96,18 @@ def job_from_args(args: argparse.Namespace) -> Job:
         overwrite=args.overwrite, compile=args.compile, cache_dir=args.cache_dir.resolve() if args.cache_dir else None,
         # score's own: accuracy decodes every image once on the CPU for all precisions, build decodes none
         decode=getattr(args, "decode", None), gpu_decoder=getattr(args, "gpu_decoder", None),
-        gpu_decode_threads=getattr(args, "gpu_decode_threads", None),
     )
 
 
 def add_score_arguments(p: argparse.ArgumentParser) -> None:
     g = add_job_arguments(p)
     g.add_argument("--decode", choices=DECODE_MODES,
-                   help="where images are decoded: gpu = nvJPEG on the rank's GPU (torch backend), hybrid = "
-                        "GPU and CPU workers share each batch, auto = gpu when it works here, else cpu")
+                   help="where images are decoded: gpu = on the rank's GPU (torch/tensorrt backend), "
+                        "auto = gpu when it works here, else cpu")
     g.add_argument("--gpu-decoder", choices=GPU_DECODERS,
                    help="GPU decode library: nvimgcodec (hardware JPEG decoder, then CUDA), torchvision (nvJPEG), "
                         "auto = nvimgcodec when installed and working, else torchvision")
-    g.add_argument("--gpu-decode-threads", type=int, metavar="N",
-                   help="GPU decoder threads per rank, each with its own CUDA stream; batches take turns")
+    g.add_argument("--gpu-decode-threads", dest="gpu_decode_threads", action=_Removed, help=argparse.SUPPRESS)
     p.add_argument("--incremental", action="store_true", default=None,
                    help="score only images new or changed since the last --incremental run into OUTPUT: "
                         "results in OUTPUT/runs/<UTC time>/, cumulative manifest in OUTPUT/index.h5")

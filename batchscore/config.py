@@ -22,13 +22,24 @@ COMPILE_MODES = ("auto", "eager", "cudagraph", "compiled")
 GPU_BATCH, CPU_BATCH = 256, 32
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("entropy", "percentile", "minmax")
-DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
-WORKER_KINDS = ("auto", "process", "thread")  # how CPU decode workers run (decodeprocs.py)
+DECODE_MODES = ("auto", "cpu", "gpu")
+WORKER_KINDS = ("auto", "process", "thread")  # how CPU decode workers run (decode/procs.py)
 GPU_DECODERS = ("auto", "nvimgcodec", "torchvision")
 #: job keys whose value must be one of a fixed list
 CHOICES = {"backend": BACKENDS, "precision": PRECISIONS, "calib_method": CALIB_METHODS,
            "compile": COMPILE_MODES, "decode": DECODE_MODES, "gpu_decoder": GPU_DECODERS,
            "worker_kind": WORKER_KINDS}
+#: settings that were removed, and what to do instead: a job that still has one fails at start (exit 2) saying so
+REMOVED = {
+    "gpu_decode_share": "gpu_decode_share was removed: decode = \"gpu\" decodes every image on the GPU (and "
+                        "\"cpu\" on the CPU workers); delete the key",
+    "gpu_decode_threads": "gpu_decode_threads was removed: the GPU decoder runs one thread a rank; delete the key",
+}
+#: removed values of a choice key, and what to use instead
+REMOVED_VALUES = {
+    ("decode", "hybrid"): "decode = \"hybrid\" was removed: decode = \"gpu\" decodes every image on the GPU, "
+                          "which was faster; set decode = \"gpu\" (or \"auto\")",
+}
 
 
 class ConfigError(ValueError):
@@ -69,8 +80,6 @@ class Job:
     compile: str = "auto"  # auto: cudagraph on a GPU, eager on the CPU (Job.settled)
     decode: str = "auto"
     gpu_decoder: str = "auto"
-    gpu_decode_share: float | str = "auto"
-    gpu_decode_threads: int = 1
     source: Path | None = None
 
     def with_overrides(self, **values: Any) -> "Job":
@@ -93,6 +102,8 @@ class Job:
         """Check values that types alone cannot: ranges and choices."""
         for key, choices in CHOICES.items():
             value = getattr(self, key)
+            if (key, value) in REMOVED_VALUES:
+                raise ConfigError(REMOVED_VALUES[key, value])
             if value not in choices:
                 raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
         if self.batch_size < 0:
@@ -109,13 +120,6 @@ class Job:
             raise ConfigError("calib_images and gate_images must be >= 1")
         if self.max_top1_drop < 0:
             raise ConfigError(f"max_top1_drop must be >= 0 percentage points, got {self.max_top1_drop}")
-        if self.gpu_decode_threads < 1:
-            raise ConfigError(f"gpu_decode_threads must be >= 1 (batches take turns between that many GPU decoder "
-                              f"threads), got {self.gpu_decode_threads}")
-        share = self.gpu_decode_share
-        if share != "auto" and (isinstance(share, str) or not 0.0 <= share <= 1.0):
-            raise ConfigError(f"gpu_decode_share must be \"auto\" (tuned on the measured decode rate) or a number "
-                              f"between 0 and 1 (the GPU's part of each batch in decode = \"hybrid\"), got {share!r}")
 
 
 # key -> (python types accepted, converter from TOML value)
@@ -150,8 +154,6 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "compile": ((str,), "str"),
     "decode": ((str,), "str"),
     "gpu_decoder": ((str,), "str"),
-    "gpu_decode_share": ((float, int, str), "share"),
-    "gpu_decode_threads": ((int,), "int"),
 }
 _PREPROCESS_SCHEMA: dict[str, tuple[type, ...]] = {
     "resize": (int,),
@@ -196,11 +198,9 @@ KEY_HELP: dict[str, str] = {
     "share_gpus": "allow more than one rank of a node on one GPU",
     "compile": "torch backend: eager, CUDA graphs, or an AOTInductor package built once per node and cached; "
                "auto: CUDA graphs on a GPU, eager on the CPU",
-    "decode": "where images are decoded: cpu, gpu (torch/tensorrt backends), hybrid (both on every batch), "
-              "auto (gpu when it works here)",
-    "gpu_decoder": "GPU decode library: nvimgcodec (hardware JPEG decoder, then CUDA), torchvision (nvJPEG), auto",
-    "gpu_decode_share": "hybrid: the GPU's share of each batch, or auto (tuned on the measured decode rate)",
-    "gpu_decode_threads": "GPU decoder threads per rank, each with its own CUDA stream; batches take turns",
+    "decode": "where images are decoded: cpu, gpu (torch/tensorrt backends), auto (gpu when it works here)",
+    "gpu_decoder": "GPU decode library: nvimgcodec (hardware JPEG decoder, then CUDA, through its C API), "
+                   "torchvision (nvJPEG, the fallback), auto",
     "preprocess.resize": "shorter side after resizing (antialiased bilinear)",
     "preprocess.crop": "side of the centre crop",
     "preprocess.mean": "per-channel mean subtracted, in the model's channel order",
@@ -240,7 +240,7 @@ def _convert(key: str, value: Any, kind: str, base: Path) -> Any:
         if not all(isinstance(v, str) for v in values):
             raise ConfigError(f"{key}: expected a path or an array of paths")
         return tuple(_convert(key, v, "path", base) for v in values)
-    if kind == "float" or (kind == "share" and not isinstance(value, str)):
+    if kind == "float":
         return float(value)
     if kind == "names":
         if value is True:
@@ -285,6 +285,8 @@ def job_from_dict(data: dict[str, Any], base: Path, source: Path | None = None) 
         if key == "preprocess":
             values["preprocess"] = _preprocess(value)
             continue
+        if key in REMOVED:
+            raise ConfigError(REMOVED[key])
         if key not in _SCHEMA:
             raise ConfigError(f"{key}: {_unknown(key, [*_SCHEMA, 'preprocess'])}")
         types, kind = _SCHEMA[key]

@@ -9,7 +9,6 @@ Optional modules (GPU binding, engine cache) are used when importable and skippe
 from __future__ import annotations
 
 import importlib
-import io
 import json
 import os
 import re
@@ -23,6 +22,7 @@ import mpi4py
 from mpi4py import MPI
 
 from .comm import cores_for_rank, placement
+from .decode.probe import tiny_jpeg
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 #: Filesystems on which HDF5's file locking fails or hangs.
@@ -246,20 +246,11 @@ def backend_checks(have_gpu: bool, requested: str | None) -> list[Check]:
     return checks
 
 
-def tiny_jpeg(size: int = 16) -> bytes:
-    """A size×size solid (200, 40, 60) JPEG made in memory, so decoders are tried without any file."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), (200, 40, 60)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
 def decode_in_a_process(data: bytes, spec: object) -> tuple[int, ...]:
-    """Decode `data` in a decode process (decodeprocs.py), as a rank from 4 cores does: its row's shape."""
+    """Decode `data` in a decode process (decode/procs.py), as a rank from 4 cores does: its row's shape."""
     import numpy as np
 
-    from .decodeprocs import DecodeProcesses
+    from .decode.procs import DecodeProcesses
     from .sources import Item
 
     with tempfile.TemporaryDirectory() as folder:
@@ -284,7 +275,7 @@ def decoder_checks(have_gpu: bool, spec: object) -> list[Check]:
     tries = {"Pillow": (lambda: preprocess(data, spec).shape, "pip install --force-reinstall pillow"),
              "Pillow in a decode process (worker_kind, from 4 cores a rank)": (
                  lambda: decode_in_a_process(data, spec), "ranks decode in threads instead (slower on many cores); "
-                 "check that this Python runs `python -m batchscore.decodeprocs` on the compute nodes, or set "
+                 "check that this Python runs `python -m batchscore.decode.procs` on the compute nodes, or set "
                  "worker_kind = \"thread\"")}
     if have_gpu:
         torch, _ = _import("torch")
@@ -301,11 +292,11 @@ def decoder_checks(have_gpu: bool, spec: object) -> list[Check]:
             for label, kind in (("hardware", "HW_GPU_ONLY"), ("CUDA", "HYBRID_CPU_GPU"), ("CPU", "CPU_ONLY")):
                 tries[f"nvImageCodec {label}"] = (lambda kind=kind: nvimg.Decoder(
                     backends=[nvimg.Backend(getattr(nvimg.BackendKind, kind))]).decode(data).shape, fix)
-            from .hwjpeg import OFF, decode_one
+            from .decode.hwjpeg import decode_one
 
             tries["nvImageCodec hardware, a batch a call (C API)"] = (
-                lambda: decode_one(data, torch), f"set CC to a C compiler, which builds it once per cache; without "
-                f"it (or with {OFF}=0) ranks use the Python API, which holds up the other threads more")
+                lambda: decode_one(data, torch), "reinstall batchscore where a C compiler (cc) works, which builds "
+                "the C call; without it ranks decode with torchvision's nvJPEG")
     checks = []
     for label, (attempt, fix) in tries.items():
         try:
@@ -395,7 +386,7 @@ def _hardware_now() -> dict[str, set[str]]:
 def cache_checks(cache_dir: Path | None) -> list[Check]:
     """Engine/compile cache: writable, and its entries usable here, built for other hardware (a cache shared
     by unlike nodes; kept), or stale (built by other software)."""
-    from . import engines, hwjpeg
+    from . import engines
 
     cache_mod, _ = _import("batchscore.enginecache")
     if cache_mod is None:
@@ -415,7 +406,7 @@ def cache_checks(cache_dir: Path | None) -> list[Check]:
                        if field in key and key[field] != value]
         except (OSError, ValueError, KeyError, TypeError):
             key, reasons = None, ["unreadable sidecar"]
-        if key is not None and key.get("kind") not in engines.ENGINE_KINDS | {hwjpeg.KIND}:
+        if key is not None and key.get("kind") not in engines.ENGINE_KINDS:
             reasons.append(f"kind {key.get('kind')}: built by another batchscore version, never read by this one")
         elif key is not None and not entry.exists():
             reasons.append("built file missing")

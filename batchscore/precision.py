@@ -33,7 +33,8 @@ import onnx
 from .comm import log
 from .config import PRECISIONS, ConfigError, Job
 from .model import ModelError, inspect_model, model_sha256
-from .pipeline import batches, decode_executor
+from .decode.cpu import CpuDecoder, decode_executor
+from .pipeline import batches
 from .preprocess import Preprocess
 from .sources import Item, Reader, SourceError, list_items
 from .writer import atomic_path, publish
@@ -174,8 +175,7 @@ def _calibrate(model: Path, input_name: str, calibration: Calibration, ranges: P
                                        extra_options={"symmetric": True})
         # ORT's histogram calibrators print progress on stdout, which is the scoring table's channel.
         with decode_executor(calibration.workers) as pool, contextlib.redirect_stdout(io.StringIO()):
-            for batch in batches(calibration.items, calibration.spec, CALIB_CHUNK, pool,
-                                 draft=calibration.draft):
+            for batch in batches(calibration.items, CpuDecoder(calibration.spec, pool, calibration.draft), CALIB_CHUNK):
                 if len(batch.tensors):
                     calibrator.collect_data(OneBatch({input_name: batch.tensors}))
                     count += len(batch.tensors)

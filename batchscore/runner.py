@@ -10,7 +10,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,15 +24,16 @@ from . import __version__
 from .accuracy import gate
 from .comm import Progress, cores_for_rank, log, placement
 from .config import ConfigError, Job, differences
-from .decodeprocs import decode_processes
 from .engines import (GPU_BACKENDS, TOPK_INDEX, TOPK_SCORE, Engine, EngineOptions, choose_backend, create_engine,
                       require_packages, runs_on_gpu)
 from .gpu import GpuBinding, bind_gpu
-from .gpudecode import choose_decode, default_workers, gpu_decoder
 from .h5lock import check_locking, is_lock_error, lock_advice
 from .incremental import INDEX, Changes, plan_changes, publish_run
 from .model import ModelError, class_names, inspect_model, model_sha256
-from .pipeline import Batch, batches, decode_executor, default_prefetch
+from .decode.cpu import CpuDecoder, decode_executor
+from .decode.gpu import GpuDecoder, choose_decode, default_workers, open_gpu_decoder
+from .decode.procs import decode_processes
+from .pipeline import Batch, batches, default_prefetch
 from .precision import job_samples, prepare_model, scored_precision, variant_metadata
 from .report import RankStats, format_table, summarize
 from .signals import GracefulStop, Interrupted
@@ -62,7 +63,7 @@ class Plan:
     incremental: Changes | None = None  # --incremental: the run under OUTPUT/runs/ and what it changes
     model: Path | None = None  # the file scored: the job's model, or its fp16/int8 variant
     precision_check: dict | None = None  # the accuracy gate's figures and the variant's metadata
-    decode: str = "cpu"  # "cpu", "gpu" or "hybrid": job.decode resolved for this backend (gpudecode.py)
+    decode: str = "cpu"  # "cpu" or "gpu": job.decode resolved for this backend (decode/library.py)
     decode_reason: str = ""
     skipped: dict[str, int] | None = None  # what the listing passed over, by reason (sources.list_items)
     precision: str = "fp32"  # job.precision, or the precision an already reduced model records (scored_precision)
@@ -340,24 +341,25 @@ def score_shard(job: Job, plan: Plan, items: ItemTable, comm: MPI.Comm, stop: Gr
     stats = RankStats(comm.rank, local_rank=where.local_rank, threads=threads)
     binding = bind(job, plan.backend, comm)
     device, stats.gpu_shared = (binding.index, binding.shared) if binding else (None, False)
-    with _beside(gpu_decoder(plan.decode, job, device, comm.rank, cores, warm=items[:job.batch_size])) as opened:
+    with _beside(open_gpu_decoder(plan.decode, job, device, comm.rank, cores, warm=items[:job.batch_size])) as opened:
         engine = open_engine(job, plan.backend, plan.model, threads, device, comm.rank)  # the decoder opens meanwhile
         gpu = opened()  # None: CPU decode
         stats.device = engine.device_name  # e.g. "cuda:1 <GPU name>": the bound GPU's index and name
         writer = PartWriter(job.output, plan.run_id, comm.rank)
         stop.on_signal = lambda name: stopping(job, plan, comm.rank, f"{name} on rank {comm.rank}", writer, stop)
         progress = Progress(comm, total=plan.total, initial=plan.resumed)
-        workers = job.workers or default_workers(cores, gpu)
+        workers = job.workers or default_workers(cores, gpu is not None)
         kind = job.worker_kind if gpu is None else "thread"  # a GPU decoder's workers only read
         with (decode_processes(kind, workers, cores, job.preprocess.shape, lambda text: log(comm.rank, text)) as procs,
-              decode_executor(workers) as pool):  # the threads end first: none is left waiting on a closed process
-            stats.workers, stats.gpu_threads = workers, len(gpu.lanes) if gpu else 0
+              decode_executor(workers) as pool,  # the threads end first: none is left waiting on a closed process
+              closing(GpuDecoder(gpu, job.preprocess, pool, job.decode_draft) if gpu else
+                      CpuDecoder(job.preprocess, pool, job.decode_draft, procs)) as decoder):
+            stats.workers, stats.gpu_threads = workers, 1 if gpu else 0
             stats.worker_kind = "process" if procs else "thread"
-            ahead = default_prefetch(workers, job.batch_size, stats.gpu_threads)
+            ahead = default_prefetch(workers, job.batch_size, gpu is not None)
             comm.Barrier()
             start = time.perf_counter()
-            decoded = stop.until_stopped(batches(items, job.preprocess, job.batch_size, pool, ahead,
-                                                 job.decode_draft, gpu, procs))
+            decoded = stop.until_stopped(batches(items, decoder, job.batch_size, ahead))
             for n, (batch, outputs) in enumerate(scored(engine, decoded, plan.empty_outputs)):
                 idx, score = batch_topk(outputs, job.top_k)
                 writer.add(batch.keys, _expand(batch, idx, -1), _expand(batch, score, np.nan), batch.errors,

@@ -13,9 +13,10 @@ import h5py
 import numpy as np
 import pytest
 
-from batchscore import decodeprocs
-from batchscore.decodeprocs import DecodeProcesses, decode_processes
-from batchscore.pipeline import SHARE_ROWS, batches, decode_executor, decode_share
+from batchscore.decode import procs as decodeprocs
+from batchscore.decode.cpu import SHARE_ROWS, CpuDecoder, decode_executor, decode_share
+from batchscore.decode.procs import DecodeProcesses, decode_processes
+from batchscore.pipeline import batches
 from batchscore.preprocess import Preprocess
 from batchscore.sources import Item, list_items
 from conftest import batchscore, write_job
@@ -131,10 +132,10 @@ def test_batches_through_processes_match_threads_in_order(archive: list[Item]) -
     as its threads give (a batch size that leaves a short last batch and shares of unequal length)."""
     items = archive * 3
     with decode_executor(3) as pool:
-        threads = list(batches(items, SPEC, 20, pool, prefetch=2))
+        threads = list(batches(items, CpuDecoder(SPEC, pool), 20, prefetch=2))
         with decode_processes("process", 3, 2, SPEC.shape, print) as procs:
             assert procs is not None
-            procs_batches = list(batches(items, SPEC, 20, pool, prefetch=2, procs=procs))
+            procs_batches = list(batches(items, CpuDecoder(SPEC, pool, procs=procs), 20, prefetch=2))
     assert [len(b.keys) for b in procs_batches] == [20, 20, 8]
     for a, b in zip(threads, procs_batches):
         assert a.keys == b.keys and a.errors == b.errors and np.array_equal(a.tensors, b.tensors)
@@ -145,7 +146,7 @@ def test_a_consumer_that_stops_early_leaves_no_process_and_no_warning(archive: l
     """As a rank stopped by a signal: shares still running finish before their processes are closed."""
     warnings: list[str] = []
     with decode_processes("process", 2, 2, SPEC.shape, warnings.append) as procs, decode_executor(2) as pool:
-        decoded = batches(archive * 4, SPEC, 8, pool, prefetch=3, procs=procs)
+        decoded = batches(archive * 4, CpuDecoder(SPEC, pool, procs=procs), 8, prefetch=3)
         first = next(decoded)
         decoded.close()  # cancels the batches not started; the running shares finish
     assert len(first.keys) == 8 and warnings == [] and procs.processes == [] and not procs.broken

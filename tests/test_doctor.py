@@ -300,8 +300,8 @@ def test_cache_entries_for_other_cpus_are_counted_apart_not_stale(tmp_path: Path
 
 
 def test_decode_processes_that_cannot_start_warn_with_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A rank would decode in threads then (decodeprocs.py): a WARN that says so, not a FAIL."""
-    from batchscore import decodeprocs
+    """A rank would decode in threads then (decode/procs.py): a WARN that says so, not a FAIL."""
+    from batchscore.decode import procs as decodeprocs
     from batchscore.doctor import decoder_checks
     from batchscore.preprocess import Preprocess
 

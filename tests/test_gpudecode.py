@@ -1,7 +1,9 @@
 """GPU decode, the parts that need no GPU: choosing the decode mode (and its exit-2 errors, for real
-through the command line), the summary's per-decoder counts, and which bytes nvJPEG may take: the
-header check agrees with Pillow on orientation and routes everything else to the CPU path.
-The GPU side (tensors against the CPU path, bad images inside a GPU batch) is tests/gpu/test_decode_on_gpu.py."""
+through the command line, removed settings included), which bytes nvJPEG may take (the header check agrees with
+Pillow on orientation and routes everything else to the CPU path), the C API's buffers and layout, and the tensor
+steps on the CPU. The decoder's routing, fallback and counts run against a fake library in
+test_gpudecode_fake.py; the GPU side (tensors against the CPU path, bad images inside a GPU batch) is
+tests/gpu/test_decode_on_gpu.py."""
 
 from __future__ import annotations
 
@@ -13,9 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from batchscore import gpudecode, hwjpeg
 from batchscore.config import ConfigError, job_from_dict
-from batchscore.gpudecode import ShareTuner, choose_decode, gpu_route, resize_crop_normalise
+from batchscore.decode import gpu as gpudecode
+from batchscore.decode import hwjpeg
+from batchscore.decode.buffers import DeviceBuffers
+from batchscore.decode.gpu import choose_decode
+from batchscore.decode.library import Decoded
+from batchscore.decode.routing import gpu_route
+from batchscore.decode.tensorops import resize_crop_normalise, same_size
 from batchscore.preprocess import Preprocess, decode, preprocess
 from conftest import batchscore, write_job
 
@@ -48,7 +55,7 @@ def photo() -> Image.Image:
 
 @pytest.mark.parametrize("args,why", [
     (["--backend", "onnxruntime", "--decode", "gpu"], "GPU decode feeds the torch and tensorrt backends"),
-    (["--backend", "torch", "--decode", "hybrid"], "no GPU is visible"),
+    (["--backend", "torch", "--decode", "gpu"], "no GPU is visible"),
 ])
 def test_gpu_decode_that_cannot_run_fails_at_start_with_exit_2(tmp_path: Path, sample_dir: Path, model: Path,
                                                                no_gpu: None, args: list[str], why: str) -> None:
@@ -91,39 +98,14 @@ def test_gpu_decode_without_a_decode_library_fails_at_start(monkeypatch: pytest.
     monkeypatch.setattr(gpudecode, "find_spec", lambda name: name == "torch" or None)  # nor a decode library
     with pytest.raises(ConfigError, match=r"no GPU decode library for gpu_decoder = 'nvimgcodec' is installed: "
                                           r"pip install 'nvidia-nvimgcodec-cu13\[nvjpeg\]'"):
-        choose_decode("hybrid", "torch", "nvimgcodec")
+        choose_decode("gpu", "torch", "nvimgcodec")
     assert choose_decode("auto", "tensorrt")[0] == "cpu"
 
 
-@pytest.mark.parametrize("best", [0.6, 1.0, 0.2, 0.0])
-@pytest.mark.parametrize("ahead", [0, 3])
-def test_hybrid_share_settles_at_the_fastest_split(best: float, ahead: int) -> None:
-    """The decode rate as a function of the share, peaked at `best` (1.0: the GPU alone is fastest), with some
-    noise; `ahead` batches decode ahead, so each rate the tuner gets is that of a batch started earlier."""
-    tuner, noise = ShareTuner(), np.random.default_rng(0)
-    rate = lambda share: 5000 - 4000 * abs(share - best) + noise.uniform(-100, 100)  # noqa: E731
-    in_flight = [tuner.share] * ahead
-    shares = []
-    for _ in range(200):
-        in_flight.append(tuner.share)
-        started = in_flight.pop(0)
-        shares.append(tuner.update(started, rate(started)))
-    assert all(0.0 <= s <= 1.0 for s in shares)
-    assert abs(shares[-1] - best) <= 0.05 and len(set(shares[-40:])) == 1, shares  # settled at the peak
-    assert tuner.turned == tuner.turns
-
-
-def test_hybrid_share_judges_each_share_on_its_own_batches() -> None:
-    """Rates of batches started with an older share do not move the share being judged."""
-    tuner = ShareTuner(share=0.5, step=0.1, hold=2)
-    assert [tuner.update(0.5, 1000.0), tuner.update(0.5, 1000.0)] == [0.5, 0.6]  # 0.5 judged on its 2 batches
-    assert tuner.update(0.5, 10.0) == 0.6 and tuner.update(0.5, 10.0) == 0.6  # late 0.5 batches: 0.6 unjudged
-    assert tuner.update(0.6, 2000.0) == 0.6 and tuner.update(0.6, 2000.0) == 0.7  # 0.6 beat 0.5's last two
-
-
 def test_cpu_decode_gets_a_worker_per_core_plus_one() -> None:
-    assert (gpudecode.default_workers(16, None), gpudecode.default_workers(2, None)) == (17, 3)
-    assert gpudecode.default_workers(1, None) == 0  # one core: decode inline in the rank's loop
+    assert (gpudecode.default_workers(16, False), gpudecode.default_workers(2, False)) == (17, 3)
+    assert gpudecode.default_workers(1, False) == 0  # one core: decode inline in the rank's loop
+    assert gpudecode.default_workers(16, True) == gpudecode.GPU_READ_WORKERS  # they only read for the GPU
 
 
 def test_decode_libraries_are_tried_best_first_and_only_when_installed() -> None:
@@ -132,18 +114,35 @@ def test_decode_libraries_are_tried_best_first_and_only_when_installed() -> None
     assert gpudecode.libraries("torchvision") == [n for n in installed if n == "torchvision"]
 
 
-@pytest.mark.parametrize("values,message", [({"decode": "fast"}, "decode must be one of auto, cpu, gpu, hybrid"),
-                                            ({"gpu_decode_share": 1.5}, "or a number between 0 and 1"),
-                                            ({"gpu_decode_share": "half"}, "gpu_decode_share must be \"auto\""),
+@pytest.mark.parametrize("values,message", [({"decode": "fast"}, "decode must be one of auto, cpu, gpu;"),
                                             ({"gpu_decoder": "pillow"}, "gpu_decoder must be one of auto, "
-                                                                        "nvimgcodec, torchvision"),
-                                            ({"gpu_decode_threads": 0}, "gpu_decode_threads must be >= 1")])
+                                                                        "nvimgcodec, torchvision")])
 def test_decode_keys_are_checked(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         job_from_dict({"input": "x", "model": "m.onnx", "output": "o", **values}, Path("/"))
-    assert job_from_dict({"input": "x", "model": "m.onnx", "output": "o", "gpu_decode_share": 1},
-                         Path("/")).gpu_decode_share == 1.0
-    assert job_from_dict({"input": "x", "model": "m.onnx", "output": "o"}, Path("/")).gpu_decode_share == "auto"
+
+
+@pytest.mark.parametrize("line,message", [
+    ("gpu_decode_share = 0.5", 'gpu_decode_share was removed: decode = "gpu" decodes every image on the GPU'),
+    ('gpu_decode_share = "auto"', "gpu_decode_share was removed"),
+    ("gpu_decode_threads = 2", "gpu_decode_threads was removed: the GPU decoder runs one thread a rank"),
+    ('decode = "hybrid"', 'decode = "hybrid" was removed: decode = "gpu" decodes every image on the GPU'),
+])
+def test_a_removed_setting_fails_at_start_with_one_line_saying_what_instead(tmp_path: Path, sample_dir: Path,
+                                                                            model: Path, line: str,
+                                                                            message: str) -> None:
+    job = write_job(tmp_path / "job.toml", input=str(sample_dir), model=str(model), output=str(tmp_path / "out"))
+    job.write_text(job.read_text() + line + "\n")
+    res = batchscore("score", "--job", str(job))
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_the_removed_option_fails_with_one_line_saying_what_instead(tmp_path: Path) -> None:
+    res = batchscore("score", "--gpu-decode-threads", "2")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == ["batchscore score: error: gpu_decode_threads was removed: the GPU "
+                                               "decoder runs one thread a rank; delete the key"]
 
 
 def test_sample_jpegs_go_to_the_gpu_and_other_formats_to_the_cpu(sample_dir: Path) -> None:
@@ -206,11 +205,11 @@ def test_gpu_tensor_steps_match_the_cpu_path_within_one_level(sample_dir: Path, 
     files = sorted(sample_dir.rglob("*.jpg")) + sorted(sample_dir.rglob("*.png"))
     files.append(files[0])  # two images of one size share one resize call, copied into their rows by index
     files.insert(2, files[1])  # two of one size in adjacent rows: copied as one slice
-    pixels = {i: torch.from_numpy(np.asarray(decode(p.read_bytes())).transpose(2, 0, 1).copy())
-              for i, p in enumerate(files)}
-    assert min(min(t.shape[1:]) for t in pixels.values()) < 256 < max(min(t.shape[1:]) for t in pixels.values())
+    pixels = [torch.from_numpy(np.asarray(decode(p.read_bytes())).transpose(2, 0, 1).copy()) for p in files]
+    assert min(min(t.shape[1:]) for t in pixels) < 256 < max(min(t.shape[1:]) for t in pixels)
+    decoded = Decoded(np.array([t.shape[1:] for t in pixels]), np.zeros(len(files), np.int8), images=pixels)
     out = torch.full((len(files), *spec.shape), float("nan"))
-    resize_crop_normalise(out, pixels, spec)
+    resize_crop_normalise(out, np.arange(len(files)), decoded, spec)
     diff = np.abs(out.numpy() - np.stack([preprocess(p.read_bytes(), spec) for p in files]))
     level = 1 / (255 * min(spec.std))  # one 8-bit step in normalised units
     assert diff.max() <= 1.05 * level and diff.mean() < 0.25 * level
@@ -226,7 +225,7 @@ def test_only_engines_that_take_gpu_batches_accept_tensors(model: Path) -> None:
 
 
 class _Events:
-    """Stands in for torch's CUDA events (there is no GPU here): records, in order, what ReusedImages asks of
+    """Stands in for torch's CUDA events (there is no GPU here): records, in order, what DeviceBuffers asks of
     them."""
 
     def __init__(self) -> None:
@@ -248,74 +247,6 @@ class _Events:
         self.cuda = type("cuda", (), {"Event": Event})
 
 
-class _Image:
-    def __init__(self, capacity: int = 100, address: int = 4096, shape: tuple[int, ...] = (2, 3, 3)) -> None:
-        self.capacity, self.address, self.shape = capacity, address, shape
-
-    @property
-    def __cuda_array_interface__(self) -> dict:
-        return {"data": (self.address, False), "shape": self.shape}
-
-
-def test_reused_images_come_round_after_their_readers_and_fill_their_holes() -> None:
-    """A set is handed out again SETS calls later, only after waiting for the event recorded when the next call
-    began; where a set never held an image (one not decoded), it takes new images once, then is reused again."""
-    torch = _Events()
-    sets = gpudecode.ReusedImages(torch, budget=10_000)
-    first = [[_Image(), _Image()], [_Image(), None], [_Image(), _Image()]]  # set 1: its second image not decoded
-    for images in first:  # the first round has nothing to reuse
-        assert sets.take(2, stream=None) is None
-        sets.keep(images)
-    assert torch.log == [("record", 1), ("record", 2)]  # set 0 freed when set 1 was taken, set 1 when set 2 was
-    assert sets.take(2, stream=None) == first[0]
-    assert torch.log[-2:] == [("record", 3), ("wait", 1)]
-    sets.keep([None, first[0][1]])  # its first image not decoded this time: the set keeps the old buffer
-    assert sets.take(2, stream=None) is None  # set 1 has a hole: new images this time
-    new = [_Image(), _Image()]
-    sets.keep(new)
-    assert sets.take(1, stream=None) == first[2][:1]  # a smaller (last) batch takes the set's first images
-    sets.keep(first[2][:1])
-    assert sets.take(2, stream=None) == first[0]
-    sets.keep(first[0])
-    assert sets.take(2, stream=None) == new
-
-
-def test_reused_images_over_the_budget_are_let_go() -> None:
-    sets = gpudecode.ReusedImages(_Events(), budget=250)
-    assert sets.take(3, stream=None) is None
-    images = [_Image(100), _Image(100), _Image(100)]  # 300 bytes: over
-    sets.keep(images)
-    sets.view(0, images[0], lambda image: "tensor")
-    assert sets.sets[0] == [] and sets.views[0] == {}
-
-
-def test_a_reused_image_keeps_its_tensor_while_its_buffer_stays() -> None:
-    """A set's image decoded into again gives back the tensor it was wrapped as, without wrapping it again, while
-    the decoder kept its buffer; a moved buffer (a larger image), a new shape or a new image is wrapped anew."""
-    sets = gpudecode.ReusedImages(_Events(), budget=10_000)
-    wrapped: list[_Image] = []
-
-    def wrap(image: _Image) -> tuple:
-        wrapped.append(image)
-        return ("tensor", len(wrapped))
-
-    a, b = _Image(address=1000), _Image(address=2000)
-    sets.take(2, stream=None)
-    sets.keep([a, b])
-    first = [sets.view(0, a, wrap), sets.view(1, b, wrap)]
-    for _ in range(gpudecode.ReusedImages.SETS - 1):  # the other sets' turns
-        sets.take(2, stream=None)
-        sets.keep([_Image(), _Image()])
-    assert sets.take(2, stream=None) == [a, b]
-    b.address, c = 3000, _Image(address=1000)  # the decoder moved b's buffer; c: another image object
-    sets.keep([a, b])
-    assert sets.view(0, a, wrap) is first[0] and wrapped == [a, b]
-    assert sets.view(1, b, wrap) == ("tensor", 3) and wrapped[-1] is b
-    assert sets.view(0, c, wrap) == ("tensor", 4)
-    a.shape = (4, 3, 3)
-    assert sets.view(0, a, wrap) == ("tensor", 5)
-
-
 class _Buffer:
     def __init__(self, n: int) -> None:
         self.n = n
@@ -325,60 +256,60 @@ class _Buffer:
 
 
 def test_device_buffers_come_round_grow_and_shrink() -> None:
-    """The C API's buffers are taken in turn like reused images (after their event); a short one grows by a
-    quarter, and one over the budget shrinks once batches need less than half of it."""
+    """The C API's buffers are taken in turn, each after the event recorded when the next one was taken; a short
+    one grows by a quarter, and one over the budget shrinks once batches need less than half of it."""
     torch = _Events()
     torch.uint8, torch.empty = "uint8", lambda n, dtype, device: _Buffer(n)
-    buffers = gpudecode.DeviceBuffers(torch, device="cuda:0", budget=10_000)
-    first = [buffers.take(1000, stream=None) for _ in range(gpudecode.Turns.SETS)]
+    buffers = DeviceBuffers(torch, device="cuda:0", budget=10_000)
+    first = [buffers.take(1000, stream=None) for _ in range(DeviceBuffers.SETS)]
     assert [b.numel() for b in first] == [1250] * 3
     assert buffers.take(1200, stream=None) is first[0] and torch.log[-2:] == [("record", 3), ("wait", 1)]
     assert buffers.take(1300, stream=None).numel() == 1625  # short: a new one, a quarter larger
     huge = buffers.take(20_000, stream=None)
     assert huge.numel() == 25_000
-    for _ in range(gpudecode.Turns.SETS - 1):
+    for _ in range(DeviceBuffers.SETS - 1):
         buffers.take(100, stream=None)
     assert buffers.take(13_000, stream=None) is huge  # over the budget, but half of it is still needed
-    for _ in range(gpudecode.Turns.SETS - 1):
+    for _ in range(DeviceBuffers.SETS - 1):
         buffers.take(100, stream=None)
     assert buffers.take(100, stream=None).numel() == 320  # at least ALIGN bytes, a quarter more
 
 
 def test_the_c_api_layout_puts_same_sizes_side_by_side_aligned() -> None:
-    """Images of one size sit next to each other at a fixed ALIGN-aligned step, so each run is one strided
-    tensor; unparsed images (0, 0) take no room."""
+    """Images of one size sit next to each other at a fixed ALIGN-aligned step, so they make one strided tensor;
+    unparsed images (0, 0) take no room."""
     hw = np.array([[2, 3], [0, 0], [5, 7], [2, 3], [1, 1]], dtype=np.uint32)
-    offsets, nbytes, runs = hwjpeg.layout(hw)
-    assert runs == [(1, 1, [4]), (2, 3, [0, 3]), (5, 7, [2])]
+    offsets, nbytes = hwjpeg.layout(hw)
     assert offsets[4] == 0 and (offsets[0], offsets[3], offsets[2]) == (256, 512, 768)
     assert all(offset % hwjpeg.ALIGN == 0 for offset in offsets) and nbytes == 1024
 
 
-def test_the_c_api_runs_reach_the_resize_as_strided_views_and_give_the_same_rows(sample_dir: Path) -> None:
-    """Images laid out as the C API decodes them (HWC, same sizes side by side) reach the resize as one view of
-    the buffer a size, no stacked copy, and give exactly the rows that separate images give; an image not
-    decoded has no view, and the views left around that hole are stacked."""
+def test_the_c_api_buffer_reaches_the_resize_as_strided_views_and_gives_the_same_rows(sample_dir: Path) -> None:
+    """Images laid out as the C API decodes them (one buffer, HWC, same sizes side by side) reach the resize as one
+    view of the buffer a size, no stacked copy, and give exactly the rows that separate images give; an image not
+    decoded leaves its row alone, and the images of its size around that hole are stacked."""
     torch = pytest.importorskip("torch")
     pixels = [np.asarray(decode(p.read_bytes())) for p in sorted(sample_dir.rglob("*.jpg"))[:3]]
     hwc = [pixels[k] for k in (0, 1, 0, 2, 0, 1, 0)]
-    offsets, nbytes, runs = hwjpeg.layout(np.array([a.shape[:2] for a in hwc], dtype=np.uint32))
+    hw = np.array([a.shape[:2] for a in hwc], dtype=np.int64)
+    offsets, nbytes = hwjpeg.layout(hw)
     buffer = torch.zeros(nbytes, dtype=torch.uint8)
     for a, offset in zip(hwc, offsets):
         buffer[offset:offset + a.size] = torch.from_numpy(a.reshape(-1))
-    ok = np.ones(len(hwc), dtype=bool)
-    ok[2] = False
-    views = gpudecode.run_views(buffer, offsets, runs, ok)
-    assert views[2] is None
-    decoded = {i: view for i, view in enumerate(views) if view is not None}
-    copies = {i: torch.from_numpy(hwc[i].transpose(2, 0, 1).copy()) for i in decoded}
-    for images, same, view in ((decoded, [1, 5], True), (decoded, [3], True), (decoded, [0, 4, 6], False),
-                               (copies, [0, 4], False)):
-        x = gpudecode.batched([images[i] for i in same])
-        assert (x.data_ptr() == images[same[0]].data_ptr()) == view  # the buffer itself, or a copy
+    step = np.zeros(len(hwc), dtype=np.int8)
+    step[2] = -1
+    in_buffer = Decoded(hw, step, buffer=buffer, offsets=offsets)
+    copies = [torch.from_numpy(a.transpose(2, 0, 1).copy()) for a in hwc]
+    separate = Decoded(hw, step, images=copies)
+    for same, view in (([1, 5], True), ([3], True), ([0, 4, 6], False)):
+        h, w = hw[same[0]]
+        x = same_size(in_buffer, np.array(same), int(h), int(w))
+        assert (x.data_ptr() == buffer.data_ptr() + offsets[same[0]]) == view  # the buffer itself, or a copy
         assert torch.equal(x, torch.stack([copies[i] for i in same]))
     spec = Preprocess()
     out_views, out_copies = (torch.full((len(hwc), *spec.shape), float("nan")) for _ in range(2))
-    resize_crop_normalise(out_views, decoded, spec)
-    resize_crop_normalise(out_copies, copies, spec)
-    assert torch.equal(out_views[list(decoded)], out_copies[list(decoded)])
+    rows = np.arange(len(hwc))
+    resize_crop_normalise(out_views, rows, in_buffer, spec)
+    resize_crop_normalise(out_copies, rows, separate, spec)
+    assert torch.equal(out_views[step >= 0], out_copies[step >= 0])
     assert out_views[2].isnan().all()

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batchscore.pipeline import (SPAN_GAP, batches, decode_executor, default_prefetch, read_ahead, read_item,
-                                 tar_spans)
+from batchscore.decode.cpu import CpuDecoder, decode_executor
+from batchscore.pipeline import batches, default_prefetch
+from batchscore.reading import SPAN_GAP, read_ahead, read_item, tar_spans
 from batchscore.preprocess import Preprocess, decode, preprocess
 from batchscore.sources import list_items
 
@@ -34,7 +35,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
 
 def run(items: list, workers: int, batch_size: int, prefetch: int = 2) -> list:
     with decode_executor(workers) as pool:
-        return list(batches(items, SPEC, batch_size, pool, prefetch))
+        return list(batches(items, CpuDecoder(SPEC, pool), batch_size, prefetch))
 
 
 def test_threads_match_inline_and_the_reference_in_order(mixed: Path) -> None:
@@ -58,11 +59,11 @@ def test_threads_match_inline_and_the_reference_in_order(mixed: Path) -> None:
     assert "empty file" in next(e for k, e in errors.items() if "_empty" in k)
 
 
-def test_prefetch_keeps_two_batches_beyond_the_gpu_decoder_threads() -> None:
+def test_prefetch_keeps_two_batches_beyond_the_gpu_decoder_thread() -> None:
     """CPU decode: enough batches for the workers (at least 2); with a GPU decoder, two batches beyond its
-    threads, so that a batch's reads are done before a decoder thread needs them."""
+    thread's, so that a batch's reads are done before the decoder thread needs them."""
     assert [default_prefetch(w, 256) for w in (0, 1, 17, 256, 1024)] == [2, 2, 2, 3, 9]
-    assert [default_prefetch(1, 256, lanes) for lanes in (1, 2)] == [3, 4]
+    assert default_prefetch(1, 256, gpu=True) == 3
 
 
 def test_a_batch_of_only_bad_images_is_empty_not_an_error(mixed: Path) -> None:
@@ -171,7 +172,7 @@ class Recording(ThreadPoolExecutor):
 def test_stopping_early_cancels_the_queued_work(sample_dir: Path) -> None:
     items = list_items([sample_dir])
     with Recording(1) as pool:
-        gen = batches(items, SPEC, 4, pool, prefetch=6)
+        gen = batches(items, CpuDecoder(SPEC, pool), 4, prefetch=6)
         first = next(gen)
         gen.close()  # what a loop stopped by a signal does
     assert len(first.keys) == 4 and len(pool.futures) == 4 * 7  # 6 batches ahead, 1 more once the first was taken

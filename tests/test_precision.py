@@ -20,7 +20,8 @@ from PIL import Image
 from batchscore.config import ConfigError, job_from_dict, load_job
 from batchscore.engines import EngineOptions, create_engine
 from batchscore.model import model_sha256
-from batchscore.pipeline import batches, decode_executor
+from batchscore.decode.cpu import CpuDecoder, decode_executor
+from batchscore.pipeline import batches
 from batchscore.precision import Calibration, job_samples, quantize, sample_sha256, seeded_sample
 from batchscore.preprocess import Preprocess
 from batchscore.sources import list_items
@@ -111,7 +112,7 @@ def test_int8_kernels_compute_what_the_qdq_graph_says(int8_cli: Path, archive: P
     fused, plain = [], []
     try:
         with decode_executor(0) as pool:
-            for batch in batches(list_items([archive]), Preprocess(), 16, pool):
+            for batch in batches(list_items([archive]), CpuDecoder(Preprocess(), pool), 16):
                 fused.append(next(iter(engine.infer(batch.tensors).values())))
                 plain.append(reference.run(None, {reference.get_inputs()[0].name: batch.tensors})[0])
     finally:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from batchscore.engines import EngineOptions, create_engine
-from batchscore.pipeline import batches, decode_executor
+from batchscore.decode.cpu import CpuDecoder, decode_executor
+from batchscore.pipeline import batches
 from batchscore.preprocess import Preprocess
 from batchscore.runner import ARGMAX_TOP_K, _beside, scored, topk
 from batchscore.sources import Item, list_items
@@ -30,7 +31,7 @@ def test_scored_keeps_order_around_batches_without_a_good_image(tmp_path: Path, 
         return {"logits": np.empty((0, 10), np.float32)}
 
     with decode_executor(0) as pool:
-        pairs = list(scored(engine, batches(items, Preprocess(), 2, pool), empty))
+        pairs = list(scored(engine, batches(items, CpuDecoder(Preprocess(), pool), 2), empty))
     assert [key for batch, _ in pairs for key in batch.keys] == [it.key for it in items]
     assert len(empty_calls) == 2
     for batch, outputs in pairs:
@@ -54,7 +55,7 @@ def test_scored_hands_on_batches_without_a_good_image_as_they_come(tmp_path: Pat
             yield batch
 
     with decode_executor(0) as pool:
-        seen = [len(pulled) for _ in scored(engine, counted(batches(missing, Preprocess(), 4, pool)),
+        seen = [len(pulled) for _ in scored(engine, counted(batches(missing, CpuDecoder(Preprocess(), pool), 4)),
                                             lambda: {"logits": np.empty((0, 10), np.float32)})]
     engine.deactivate()
     assert seen == list(range(1, 11))

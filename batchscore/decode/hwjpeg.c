@@ -1,21 +1,29 @@
-/* A batch of JPEGs through nvImageCodec's C API in one call, for batchscore/hwjpeg.py (loaded with ctypes,
+/* A batch of JPEGs through nvImageCodec's C API in one call, for batchscore/decode/hwjpeg.py (loaded with ctypes,
    which lets go of the interpreter lock for the whole call).
 
    Why: nvImageCodec's Python `decode` takes the interpreter lock back once per image, so a rank's other Python
-   threads (read worker, loop) stretch every batch's call (docs/dev/decisions/0003). Here a batch is two calls: `hwjpeg_parse` (code streams and sizes) and
-   `hwjpeg_decode` (into device buffers the caller allocated), each without the lock.
+   threads (read worker, loop) stretch every batch's call (docs/dev/decisions/0003). Here a batch is two calls:
+   `hwjpeg_parse` (code streams and sizes) and `hwjpeg_decode` (into device buffers the caller allocated), each
+   without the lock. Two decoders share the parsed code streams: the hardware one (step 0) and the CUDA one
+   (step 1), which takes what the hardware one rejects.
 
-   Plain C against nvimgcodec.h of the installed package; no Python API, so one build serves every Python. */
+   Built when the package is installed (setup.py, an optional extension) against nvimgcodec.h, not linked against
+   libnvimgcodec: the caller loads that library (RTLD_GLOBAL) first. Only the JPEG extension is loaded, so the
+   instance does not try (and log failing to load) the JPEG 2000 and TIFF ones. Plain C: one build serves every
+   Python. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dlfcn.h>
 
 #include "nvimgcodec.h"
 
 typedef struct {
     nvimgcodecInstance_t instance;
-    nvimgcodecDecoder_t decoder;
+    nvimgcodecExtension_t extension;  /* the JPEG extension, the only one loaded */
+    void* module;                     /* its shared library (dlopen) */
+    nvimgcodecDecoder_t decoders[2];  /* hardware, CUDA; NULL where this GPU or library has none */
     int capacity;                     /* handles below, kept and reused from batch to batch */
     nvimgcodecCodeStream_t* streams;
     nvimgcodecImage_t* images;
@@ -41,29 +49,30 @@ void hwjpeg_close(hwjpeg_t* h)
 {
     if (!h) return;
     hwjpeg_free_handles(h);
-    if (h->decoder) nvimgcodecDecoderDestroy(h->decoder);
+    for (int k = 0; k < 2; k++)
+        if (h->decoders[k]) nvimgcodecDecoderDestroy(h->decoders[k]);
+    if (h->extension) nvimgcodecExtensionDestroy(h->extension);
     if (h->instance) nvimgcodecInstanceDestroy(h->instance);
+    if (h->module) dlclose(h->module);
     free(h);
 }
 
-/* A decoder of one backend kind (4: the hardware decoder) on `device`; *out is NULL on failure and the status
-   says which step failed: 100 + status for the instance, 200 + status for the decoder. */
-int hwjpeg_open(hwjpeg_t** out, int device, int cpu_threads, int backend_kind, const char* extensions)
+/* The version of nvimgcodec.h this was built with (MAKE_SEMANTIC_VERSION), and of the library loaded. */
+int hwjpeg_versions(uint32_t* header, uint32_t* library)
 {
-    *out = NULL;
-    hwjpeg_t* h = calloc(1, sizeof(hwjpeg_t));
-    if (!h) return NVIMGCODEC_STATUS_ALLOCATOR_FAILURE;
-    nvimgcodecInstanceCreateInfo_t info = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .struct_size = sizeof(nvimgcodecInstanceCreateInfo_t)};
-    info.load_builtin_modules = 1;
-    info.load_extension_modules = 1;
-    info.extension_modules_path = extensions;
-    nvimgcodecStatus_t s = nvimgcodecInstanceCreate(&h->instance, &info);
-    if (s != NVIMGCODEC_STATUS_SUCCESS) {
-        hwjpeg_close(h);
-        return 100 + s;
-    }
+    nvimgcodecProperties_t props = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_PROPERTIES, .struct_size = sizeof(nvimgcodecProperties_t)};
+    *header = NVIMGCODEC_VER;
+    *library = 0;
+    nvimgcodecStatus_t s = nvimgcodecGetProperties(&props);
+    if (s == NVIMGCODEC_STATUS_SUCCESS) *library = props.version;
+    return s;
+}
+
+static nvimgcodecDecoder_t hwjpeg_decoder(nvimgcodecInstance_t instance, int device, int cpu_threads,
+                                          nvimgcodecBackendKind_t kind, int* status)
+{
     nvimgcodecBackend_t backend = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_BACKEND, .struct_size = sizeof(nvimgcodecBackend_t)};
-    backend.kind = (nvimgcodecBackendKind_t)backend_kind;
+    backend.kind = kind;
     backend.params.struct_type = NVIMGCODEC_STRUCTURE_TYPE_BACKEND_PARAMS;
     backend.params.struct_size = sizeof(nvimgcodecBackendParams_t);
     backend.params.load_hint = 1.0f;
@@ -73,13 +82,59 @@ int hwjpeg_open(hwjpeg_t** out, int device, int cpu_threads, int backend_kind, c
     exec.device_id = device;
     exec.num_backends = 1;
     exec.backends = &backend;
-    s = nvimgcodecDecoderCreate(h->instance, &h->decoder, &exec, NULL);
+    nvimgcodecDecoder_t decoder = NULL;
+    *status = nvimgcodecDecoderCreate(instance, &decoder, &exec, NULL);
+    return *status == NVIMGCODEC_STATUS_SUCCESS ? decoder : NULL;
+}
+
+/* An instance with the JPEG extension at `extension` (its shared library) only, and its hardware and CUDA
+   decoders on `device`. *out is NULL on failure and the status says which step failed: 100 + status for the
+   instance, 300 for loading the extension's library, 400 + status for the extension, 200 + the CUDA decoder's
+   status when neither decoder opens. step_status[k]: each decoder's creation status (0: it opened). */
+int hwjpeg_open(hwjpeg_t** out, int device, int cpu_threads, const char* extension, int* step_status)
+{
+    *out = NULL;
+    hwjpeg_t* h = calloc(1, sizeof(hwjpeg_t));
+    if (!h) return NVIMGCODEC_STATUS_ALLOCATOR_FAILURE;
+    nvimgcodecInstanceCreateInfo_t info = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .struct_size = sizeof(nvimgcodecInstanceCreateInfo_t)};
+    info.load_builtin_modules = 1;
+    info.load_extension_modules = 0;  /* no discovery: the JPEG extension is created below */
+    nvimgcodecStatus_t s = nvimgcodecInstanceCreate(&h->instance, &info);
     if (s != NVIMGCODEC_STATUS_SUCCESS) {
+        hwjpeg_close(h);
+        return 100 + s;
+    }
+    h->module = dlopen(extension, RTLD_NOW | RTLD_LOCAL);
+    nvimgcodecExtensionModuleEntryFunc_t entry =
+        h->module ? (nvimgcodecExtensionModuleEntryFunc_t)dlsym(h->module, "nvimgcodecExtensionModuleEntry") : NULL;
+    if (!entry) {
+        hwjpeg_close(h);
+        return 300;
+    }
+    nvimgcodecExtensionDesc_t desc = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_EXTENSION_DESC, .struct_size = sizeof(nvimgcodecExtensionDesc_t)};
+    s = entry(&desc);
+    if (s == NVIMGCODEC_STATUS_SUCCESS) s = nvimgcodecExtensionCreate(h->instance, &h->extension, &desc);
+    if (s != NVIMGCODEC_STATUS_SUCCESS) {
+        hwjpeg_close(h);
+        return 400 + s;
+    }
+    const nvimgcodecBackendKind_t kinds[2] = {NVIMGCODEC_BACKEND_KIND_HW_GPU_ONLY, NVIMGCODEC_BACKEND_KIND_HYBRID_CPU_GPU};
+    for (int k = 0; k < 2; k++)
+        h->decoders[k] = hwjpeg_decoder(h->instance, device, cpu_threads, kinds[k], &step_status[k]);
+    if (!h->decoders[0] && !h->decoders[1]) {
+        s = step_status[1];
         hwjpeg_close(h);
         return 200 + s;
     }
     *out = h;
     return 0;
+}
+
+/* Let go of step k's decoder (one that did not decode the probe image). */
+void hwjpeg_drop(hwjpeg_t* h, int step)
+{
+    if (h->decoders[step]) nvimgcodecDecoderDestroy(h->decoders[step]);
+    h->decoders[step] = NULL;
 }
 
 static int hwjpeg_reserve(hwjpeg_t* h, int n)
@@ -122,13 +177,13 @@ int hwjpeg_parse(hwjpeg_t* h, int n, const unsigned char* const* data, const siz
     return 0;
 }
 
-/* Decode the n code streams of the last hwjpeg_parse into buffers[i] (device memory, interleaved RGB uint8,
+/* Decode the n code streams of the last hwjpeg_parse with step `step`'s decoder into buffers[i] (device memory, interleaved RGB uint8,
    hw[2i] rows of hw[2i+1] * 3 bytes), ordered on `cuda_stream`; ok[i] = 1 where image i was decoded. A NULL
    buffer skips the image. Returns once the host's part is done; the device's is queued on `cuda_stream`. */
-int hwjpeg_decode(hwjpeg_t* h, int n, const uint32_t* hw, void* const* buffers, cudaStream_t cuda_stream,
+int hwjpeg_decode(hwjpeg_t* h, int step, int n, const uint32_t* hw, void* const* buffers, cudaStream_t cuda_stream,
                   uint8_t* ok)
 {
-    if (n > h->capacity) return NVIMGCODEC_STATUS_INVALID_PARAMETER;
+    if (n > h->capacity || step < 0 || step > 1 || !h->decoders[step]) return NVIMGCODEC_STATUS_INVALID_PARAMETER;
     int* index = malloc((n ? n : 1) * sizeof(int));  /* the images given to the decoder, packed */
     nvimgcodecCodeStream_t* streams = malloc((n ? n : 1) * sizeof(*streams));
     nvimgcodecImage_t* images = malloc((n ? n : 1) * sizeof(*images));
@@ -172,7 +227,7 @@ int hwjpeg_decode(hwjpeg_t* h, int n, const uint32_t* hw, void* const* buffers, 
         nvimgcodecDecodeParams_t params = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_DECODE_PARAMS, .struct_size = sizeof(nvimgcodecDecodeParams_t)};
         params.apply_exif_orientation = 1;
         nvimgcodecFuture_t future = NULL;
-        s = nvimgcodecDecoderDecode(h->decoder, streams, images, m, &params, &future);
+        s = nvimgcodecDecoderDecode(h->decoders[step], streams, images, m, &params, &future);
         if (s == NVIMGCODEC_STATUS_SUCCESS) {
             size_t got = (size_t)m;
             nvimgcodecFutureWaitForAll(future);

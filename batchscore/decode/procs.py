@@ -1,16 +1,16 @@
 """Decode processes: a rank's CPU decode (read, decode, resize, normalise) in processes of its own.
 
-Why: the decode threads of pipeline.py share one interpreter lock, so on many cores they stop scaling; each
+Why: the decode threads of cpu.py share one interpreter lock, so on many cores they stop scaling; each
 process has a lock of its own. On 2 cores threads scored the sample faster (PROCESS_CORES). Measurements:
 docs/dev/decisions/0001 (benchmarks/cpu_decode_scaling.py reproduces them).
 
 A process serves one request at a time: a share of a batch (SHARE_ROWS images at most). It reads them (tar
-members in one sequential read, pipeline.read_ahead), decodes each into a row of its shared-memory block (memfd)
+members in one sequential read, reading.read_ahead), decodes each into a row of its shared-memory block (memfd)
 and replies with each image's error and seconds. The rank's worker thread that sent the share waits with the lock
 released and copies the rows into the batch's array with os.preadv, also without the lock. Nothing large is
 pickled; a bad image is an error row, as in a thread.
 
-Processes start with `python -m batchscore.decodeprocs`, which imports neither MPI nor torch; they ignore the
+Processes start with `python -m batchscore.decode.procs`, which imports neither MPI nor torch; they ignore the
 stop signals (the rank finishes its batch first, signals.py) and exit when the rank closes its end. A process
 that dies (or cannot start) makes the rank decode in its threads from then on, said once through `warn`: the run
 goes on.
@@ -33,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .pipeline import SHARE_ROWS, Row, decode_share
-from .preprocess import Preprocess
-from .sources import Item
+from ..preprocess import Preprocess
+from ..sources import Item
+from .cpu import SHARE_ROWS, decode_share
+from .protocol import Row
 
 #: worker_kind = "auto" decodes in processes from this many cores a rank: on 2 cores threads were faster (the
 #: processes' start-up costs more than the lock there), on many cores processes (docs/dev/decisions/0001)
@@ -56,7 +57,7 @@ class _Process:
 
 
 class DecodeProcesses:
-    """`count` decode processes of one rank, each with a block of pipeline.SHARE_ROWS rows of `shape` float32 (9.6 MB
+    """`count` decode processes of one rank, each with a block of cpu.SHARE_ROWS rows of `shape` float32 (9.6 MB
     at 3x224x224); `decode` is called from the rank's worker threads, one process per call."""
 
     def __init__(self, count: int, shape: tuple[int, ...], warn: Callable[[str], None] = print) -> None:
@@ -80,9 +81,9 @@ class DecodeProcesses:
         ours, theirs = socket.socketpair()
         try:
             os.ftruncate(memfd, size)
-            root = str(Path(__file__).resolve().parent.parent)  # this package, wherever the rank imported it from
+            root = str(Path(__file__).resolve().parents[2])  # this package, wherever the rank imported it from
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
-            popen = subprocess.Popen([sys.executable, "-m", "batchscore.decodeprocs", str(theirs.fileno()),
+            popen = subprocess.Popen([sys.executable, "-m", "batchscore.decode.procs", str(theirs.fileno()),
                                       str(memfd)], pass_fds=(theirs.fileno(), memfd), env=env,
                                      stdin=subprocess.DEVNULL)
         except OSError:
@@ -167,7 +168,7 @@ def serve(conn: Connection, block: mmap.mmap) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    """`python -m batchscore.decodeprocs SOCKET_FD MEMFD`, as DecodeProcesses starts it."""
+    """`python -m batchscore.decode.procs SOCKET_FD MEMFD`, as DecodeProcesses starts it."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)  # the rank stops it, once the batch in hand is done
     conn, memfd = Connection(int(argv[0])), int(argv[1])
