@@ -6,7 +6,7 @@ host), which points at the interpreter lock the threads share; on the 2-core dev
 processes (docs/dev/decisions/0001). This measures both on the machine at hand, decode only (read, decode,
 resize, normalise into the batch's array), batches in input order, two in flight:
 
-- threads:   `pipeline.batches` with `decode_executor(N)` (worker_kind = "thread");
+- threads:   `pipeline.batches` with a `CpuDecoder` on `decode_executor(N)` (worker_kind = "thread");
 - processes: the same with N decode processes (worker_kind = "process", the default from 4 cores a rank: each worker
   thread hands a share of the batch to a process, which decodes it into shared memory, and copies the rows back).
   Until then this benchmark measured processes of its own decoding straight into a shared batch array
@@ -25,8 +25,9 @@ import statistics
 import time
 from pathlib import Path
 
-from batchscore.decodeprocs import decode_processes
-from batchscore.pipeline import batches, decode_executor
+from batchscore.decode.cpu import CpuDecoder, decode_executor
+from batchscore.decode.procs import decode_processes
+from batchscore.pipeline import batches
 from batchscore.preprocess import Preprocess
 from batchscore.sources import Item, list_items
 from batchscore.writer import write_json
@@ -35,11 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def decode_rate(items: list[Item], spec: Preprocess, batch: int, workers: int, kind: str) -> float:
-    """Images/s of the pipeline's decode with `workers` workers of `kind` ("thread" or "process", decodeprocs.py)."""
+    """Images/s of the pipeline's decode with `workers` workers of `kind` ("thread" or "process", decode/procs.py)."""
     with (decode_processes(kind, workers, os.cpu_count() or 1, spec.shape, print) as procs,
           decode_executor(workers) as pool):
         start = time.perf_counter()
-        for _ in batches(items, spec, batch, pool, prefetch=2, procs=procs):
+        for _ in batches(items, CpuDecoder(spec, pool, procs=procs), batch, prefetch=2):
             pass
         return len(items) / (time.perf_counter() - start)
 

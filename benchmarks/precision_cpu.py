@@ -28,7 +28,8 @@ import onnxruntime as ort
 
 from batchscore.config import load_job
 from batchscore.engines import EngineOptions, create_engine
-from batchscore.pipeline import batches, decode_executor
+from batchscore.decode.cpu import CpuDecoder, decode_executor
+from batchscore.pipeline import batches
 from batchscore.precision import prepare_model
 from batchscore.sources import list_items
 from batchscore.writer import write_json
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {p: prepare_model(job.with_overrides(precision=p)) for p in PRECISIONS}
     items = list_items(job.input, job.hdf5_dataset)[:args.batch_size]
     with decode_executor(0) as pool:
-        batch = next(iter(batches(items, job.preprocess, args.batch_size, pool))).tensors
+        batch = next(iter(batches(items, CpuDecoder(job.preprocess, pool), args.batch_size))).tensors
     engines = {p: create_engine("onnxruntime", m, EngineOptions(len(batch), args.threads)).activate()
                for p, m in models.items()}
     for engine in engines.values():  # warm-up: first runs allocate and pick kernels

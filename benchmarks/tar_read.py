@@ -1,5 +1,5 @@
 """Reading tar shards: one read per image (the workers each seek to their member) against the batch's
-read-ahead (`pipeline.read_ahead`: one sequential read per run of members) and against a read per share
+read-ahead (`reading.read_ahead`: one sequential read per run of members) and against a read per share
 of SHARE_ROWS members, the shares at once (what decode processes do), same shard, same workers.
 
 The read stage alone (no decode), batch by batch as scoring reads them: per image, `workers` threads
@@ -23,7 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from batchscore.pipeline import SHARE_ROWS, read_ahead, read_item
+from batchscore.decode.cpu import SHARE_ROWS
+from batchscore.reading import read_ahead, read_item
 from batchscore.sources import list_items
 from batchscore.writer import write_json
 
@@ -68,7 +69,7 @@ def spans(items: list, pool: ThreadPoolExecutor, batch_size: int) -> float:
 
 
 def share_spans(items: list, pool: ThreadPoolExecutor, batch_size: int) -> float:
-    """As decode processes read (decodeprocs.py): each share of SHARE_ROWS members its own span, shares at once."""
+    """As decode processes read (decode/procs.py): each share of SHARE_ROWS members its own span, shares at once."""
     start = time.perf_counter()
     for b in range(0, len(items), batch_size):
         chunk = items[b:b + batch_size]

@@ -295,7 +295,7 @@ def test_the_c_api_buffer_reaches_the_resize_as_strided_views_and_gives_the_same
     offsets, nbytes = hwjpeg.layout(hw)
     buffer = torch.zeros(nbytes, dtype=torch.uint8)
     for a, offset in zip(hwc, offsets):
-        buffer[offset:offset + a.size] = torch.from_numpy(a.reshape(-1))
+        buffer[offset:offset + a.size] = torch.from_numpy(a.reshape(-1).copy())
     step = np.zeros(len(hwc), dtype=np.int8)
     step[2] = -1
     in_buffer = Decoded(hw, step, buffer=buffer, offsets=offsets)

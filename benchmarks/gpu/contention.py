@@ -11,8 +11,7 @@ causes, in one process, on the JPEGs and the FP16 ResNet-50 that decode_pipeline
   decode, resize, crop, normalise);
 - side by side: each decoder while the engine loop runs in a second thread that holds the interpreter lock
   only to launch a replay and to wait on it. The fractions of the alone rates add to about 2 when the two
-  overlap fully on the GPU, to about 1 when they take turns;
-- the decoder thread's own CPU seconds per image (time.thread_time on its thread), alone and side by side.
+  overlap fully on the GPU, to about 1 when they take turns.
 
 `--connections` sets CUDA_DEVICE_MAX_CONNECTIONS, the context's hardware work queues, before CUDA starts (default:
 batchscore.gpu.CUDA_CONNECTIONS, as a scoring rank runs; CUDA's own default is 8). On an H200 with 8 the decoders
@@ -90,13 +89,9 @@ def raw_hw(chunks: list, decoder, stream, rounds: int) -> dict:  # noqa: ANN001
 
 
 def pipeline(items: list, spec, batch_size: int, readers: int, gpu) -> dict:  # noqa: ANN001
-    """The GPU decoder as scoring runs it (decode_pipeline.decode_only, `readers` read workers), with its lane
-    thread's CPU seconds per image."""
-    lane = gpu.lanes[0].thread
-    cpu0 = lane.submit(time.thread_time).result()
-    result = decode_only(items, spec, batch_size, readers, gpu)
-    cpu = lane.submit(time.thread_time).result() - cpu0
-    return {**result, "images": len(items), "decoder_thread_cpu_us_per_image": round(1e6 * cpu / len(items), 1)}
+    """The GPU decoder on the library `gpu` as scoring runs it (decode_pipeline.decode_only, `readers` read
+    workers)."""
+    return {**decode_only(items, spec, batch_size, readers, gpu), "images": len(items)}
 
 
 def beside_engine(engine, fn, *args) -> dict:  # noqa: ANN001
@@ -137,7 +132,7 @@ def main() -> int:
     from nvidia import nvimgcodec
 
     from batchscore.engines import EngineOptions, create_engine
-    from batchscore.gpudecode import GpuDecoder
+    from batchscore.decode.gpu import open_library, probe
     from batchscore.precision import quantize
     from batchscore.preprocess import Preprocess
     from batchscore.sources import list_items
@@ -157,8 +152,8 @@ def main() -> int:
     streams = [nvimgcodec.CodeStream(Path(it.path).read_bytes()) for it in items]
     chunks = [streams[i:i + args.batch_size] for i in range(0, len(streams), args.batch_size)]
     stream = torch.cuda.Stream()
-    gpu = GpuDecoder(0, 1.0, "nvimgcodec", os.cpu_count() or 1)
-    gpu.probe()
+    gpu = open_library("nvimgcodec", 0, os.cpu_count() or 1)
+    probe(gpu)
     raw_hw(chunks[:2], hw, stream, 1)  # warm-up
     pipeline(items[:4 * args.batch_size], spec, args.batch_size, args.readers, gpu)
 

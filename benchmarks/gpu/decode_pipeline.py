@@ -1,5 +1,5 @@
 """GPU decode on one GPU, in one run: engine-only, decode-only per decoder, and `batchscore score` end to end
-with decode = cpu, gpu and hybrid, on a few thousand ImageNet-sized JPEGs made on the machine.
+with decode = cpu and gpu, on a few thousand ImageNet-sized JPEGs made on the machine.
 
 Images: `data/make_sample.py` scenes fitted to WxH (default 500×375) with mild sensor noise, JPEG quality 90,
 written in parallel on every core. Model: torchvision's ResNet-50 with seeded weights (common.py) turned
@@ -13,8 +13,8 @@ Measured in this order:
   tensors already on the GPU (what GPU decode hands it), plus the FP32 file run at precision fp16;
 - decode only: the CPU workers (Pillow, cores + 1 workers, processes from 4 cores as scoring runs them, read
   included), each GPU library raw (bytes in memory, batched, no resize: torchvision's nvJPEG; nvImageCodec's
-  hardware decoder and its CUDA decoder), and hybrid with the share tuned on the measured rate;
-- end to end: `python -m batchscore score --decode MODE` for cpu and hybrid: rate over the scoring time
+  hardware decoder and its CUDA decoder);
+- end to end: `python -m batchscore score --decode cpu`: rate over the scoring time
   (summary.json's aggregate images/s), per-stage seconds, bound and images per decoder;
 - then `--rounds` rounds, alternating: the GPU decoder as scoring uses it, decode only, per library and
   read-worker count (`--score-workers`; 0 is as many as scoring gives it), reading, decoding, resizing,
@@ -40,7 +40,8 @@ import subprocess
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -125,18 +126,22 @@ def engine_only(model: Path, precision: str, batch_size: int, n: int, compile: s
     return result
 
 
-def decode_only(items: list, spec, batch_size: int, workers: int, gpu=None) -> dict:  # noqa: ANN001
-    """Images/s of the decode stage alone, as scoring runs it (read included), tensors ready."""
-    from batchscore.decodeprocs import decode_processes
-    from batchscore.pipeline import batches, decode_executor, default_prefetch
+def decode_only(items: list, spec, batch_size: int, workers: int, lib=None) -> dict:  # noqa: ANN001
+    """Images/s of the decode stage alone, as scoring runs it (read included), tensors ready; `lib`: a GPU
+    library (batchscore.decode.gpu.open_library), else the CPU decoder."""
+    from batchscore.decode.cpu import CpuDecoder, decode_executor
+    from batchscore.decode.gpu import GpuDecoder
+    from batchscore.decode.procs import decode_processes
+    from batchscore.pipeline import batches, default_prefetch
 
     counts: dict[str, int] = {}
-    kind = "auto" if gpu is None else "thread"  # as the runner chooses: CPU decode in processes from 4 cores
+    kind = "auto" if lib is None else "thread"  # as the runner chooses: CPU decode in processes from 4 cores
     with (decode_processes(kind, workers, len(os.sched_getaffinity(0)), spec.shape, print) as procs,
-          decode_executor(workers) as pool):
+          decode_executor(workers) as pool,
+          closing(GpuDecoder(lib, spec, pool) if lib else CpuDecoder(spec, pool, procs=procs)) as decoder):
         start = time.perf_counter()
-        ahead = default_prefetch(workers, batch_size, len(gpu.lanes) if gpu else 0)  # as the runner sizes it
-        for batch in batches(items, spec, batch_size, pool, ahead, gpu=gpu, procs=procs):
+        ahead = default_prefetch(workers, batch_size, lib is not None)  # as the runner sizes it
+        for batch in batches(items, decoder, batch_size, ahead):
             for k, v in batch.decoders.items():
                 counts[k] = counts.get(k, 0) + v
         seconds = time.perf_counter() - start
@@ -170,16 +175,19 @@ def raw_decode(paths: list[Path], batch_size: int, library: str, kind: str = "")
 
 def tensor_difference(items: list, spec, batch_size: int, workers: int, library: str) -> dict:  # noqa: ANN001
     """GPU- against CPU-decoded tensors of the first batch (normalised units; 1 level ≈ 0.0175)."""
-    from batchscore.gpudecode import GpuDecoder
-    from batchscore.pipeline import batches, decode_executor
+    from batchscore.decode.cpu import CpuDecoder, decode_executor
+    from batchscore.decode.gpu import GpuDecoder, open_library, probe
+    from batchscore.pipeline import batches
 
-    gpu = GpuDecoder(0, 1.0, library, os.cpu_count() or 1)
+    lib = open_library(library, 0, os.cpu_count() or 1)
     try:
+        probe(lib)
         with decode_executor(workers) as pool:
-            cpu_batch = next(batches(items[:batch_size], spec, batch_size, pool))
-            gpu_batch = next(batches(items[:batch_size], spec, batch_size, pool, gpu=gpu))
+            cpu_batch = next(batches(items[:batch_size], CpuDecoder(spec, pool), batch_size))
+            with closing(GpuDecoder(lib, spec, pool)) as gpu:
+                gpu_batch = next(batches(items[:batch_size], gpu, batch_size))
     finally:
-        gpu.close()
+        lib.close()
     diff = np.abs(cpu_batch.tensors - gpu_batch.tensors.cpu().numpy())
     per_image = diff.reshape(len(diff), -1).mean(axis=1)
     return {"images": len(diff), "mean_abs": round(float(diff.mean()), 5),
@@ -187,12 +195,11 @@ def tensor_difference(items: list, spec, batch_size: int, workers: int, library:
             "worst_image_mean_abs": round(float(per_image.max()), 5)}
 
 
-def score(job: Path, mode: str, library: str, threads: int, workers: int, out: Path, timeout: float) -> dict:
-    """`python -m batchscore score --decode MODE --gpu-decoder LIB --gpu-decode-threads N --workers W` (W = 0: the
-    default for the mode): rate, stages and decoders from summary.json."""
+def score(job: Path, mode: str, library: str, workers: int, out: Path, timeout: float) -> dict:
+    """`python -m batchscore score --decode MODE --gpu-decoder LIB --workers W` (W = 0: the default for the mode):
+    rate, stages and decoders from summary.json."""
     cmd = [sys.executable, "-m", "batchscore", "score", "--job", str(job), "--decode", mode, "--gpu-decoder",
-           library, "--gpu-decode-threads", str(threads), "--workers", str(workers), "--output", str(out),
-           "--overwrite"]
+           library, "--workers", str(workers), "--output", str(out), "--overwrite"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     print(f"$ {' '.join(cmd)}\n{proc.stdout[-2500:]}{proc.stderr[-1500:]}", flush=True)
@@ -207,9 +214,9 @@ def score(job: Path, mode: str, library: str, threads: int, workers: int, out: P
             "stages": rank["stages"], "bound": rank["bound"], "busy_fraction": rank.get("busy_fraction")}
 
 
-def suffix(lanes: int, workers: int = 0) -> str:
-    """Result names of runs with more than one GPU decoder thread end in _t<lanes>, with set read workers _w<n>."""
-    return (f"_t{lanes}" if lanes != 1 else "") + (f"_w{workers}" if workers else "")
+def suffix(workers: int = 0) -> str:
+    """Result names of runs with set read workers end in _w<n>."""
+    return f"_w{workers}" if workers else ""
 
 
 def top1(path: Path) -> dict[str, int]:
@@ -230,9 +237,8 @@ def main() -> int:
     ap.add_argument("--engine-batches", type=int, default=30)
     ap.add_argument("--model", type=Path, default=None, help="default: ResNet-50 (seeded) and its FP16 file")
     ap.add_argument("--backend", default="torch")
-    ap.add_argument("--modes", default="cpu,gpu,hybrid")
+    ap.add_argument("--modes", default="cpu,gpu")
     ap.add_argument("--libraries", default="nvimgcodec,torchvision", help="GPU decode libraries to measure")
-    ap.add_argument("--gpu-threads", default="1", help="GPU decoder threads (lanes) to measure, e.g. 1,2")
     ap.add_argument("--score-workers", default="0", help="read workers of the GPU decoder's decode-only and gpu-mode "
                                                          "score runs, e.g. 1,2,4 (0: the runner's default)")
     ap.add_argument("--score-timeout", type=float, default=150)
@@ -245,7 +251,6 @@ def main() -> int:
     from batchscore.sources import list_items
 
     w, h = (int(v) for v in args.size.lower().split("x"))
-    lane_counts = [int(n) for n in args.gpu_threads.split(",")]
     worker_counts = [int(n) for n in args.score_workers.split(",")]
     cores = os.cpu_count() or 1
     workers = cores + 1  # the runner's default for a rank that owns every core
@@ -291,49 +296,43 @@ def main() -> int:
             step("engine_fp32_file_at_fp16", engine_only, source, "fp16", args.batch_size, args.engine_batches,
                  args.compile, args.work / "cache")
     step("decode_cpu", decode_only, items, spec, args.batch_size, workers)
-    from batchscore.gpudecode import libraries
+    from batchscore.decode.gpu import libraries
 
     libs = [lib for lib in args.libraries.split(",") if lib in libraries(lib)] if have_gpu else []
     results["libraries"] = libs
     if have_gpu:
-        from batchscore.gpudecode import GpuDecoder, default_workers
+        from batchscore.decode.gpu import GpuDecoder, default_workers, open_library, probe
 
         paths = [Path(it.path) for it in items]
         for lib in libs:
             for kind in (("HW_GPU_ONLY", "GPU_ONLY", "HYBRID_CPU_GPU") if lib == "nvimgcodec" else ("",)):
                 step(f"raw_{lib}{'_' + kind if kind else ''}", raw_decode, paths, args.batch_size, lib, kind)
         if libs:
-            decoder = GpuDecoder(0, None, libs[0], cores)  # hybrid, share tuned on the measured rate
-            decoder.probe()
-            decoder.warm_up(items[:args.batch_size], spec)
-            step("decode_hybrid", decode_only, items, spec, args.batch_size, workers, decoder)
-            results["decode_hybrid"]["final_share"] = round(decoder.share, 3)
-            decoder.close()
             step("tensor_difference", tensor_difference, items, spec, args.batch_size, workers, libs[0])
 
     job = write_job(args.work, model, args.backend, args.batch_size, args.compile)
     runs = []
     for mode in args.modes.split(","):
-        runs += ([(f"score_gpu_{lib}{suffix(n, w)}", mode, lib, n, w) for lib in libs for n in lane_counts
-                  for w in worker_counts] if mode == "gpu" else [(f"score_{mode}", mode, "auto", 1, 0)])
-    for name, mode, lib, lanes, readers in runs:
+        runs += ([(f"score_gpu_{lib}{suffix(w)}", mode, lib, w) for lib in libs for w in worker_counts]
+                 if mode == "gpu" else [(f"score_{mode}", mode, "auto", 0)])
+    for name, mode, lib, readers in runs:
         if mode != "gpu":
-            step(name, score, job, mode, lib, lanes, readers, args.work / f"out-{name}", args.score_timeout)
+            step(name, score, job, mode, lib, readers, args.work / f"out-{name}", args.score_timeout)
 
-    def gpu_decode_only(lib: str, lanes: int, readers: int) -> dict:
-        decoder = GpuDecoder(0, 1.0, lib, cores, lanes)
+    def gpu_decode_only(name: str, readers: int) -> dict:
+        lib = open_library(name, 0, cores)
         try:
-            decoder.probe()
-            decoder.warm_up(items[:args.batch_size], spec)  # as scoring opens it: first-use costs paid before
-            readers = readers or default_workers(cores, decoder)  # 0: as scoring sizes them (the workers only read)
-            return {**decode_only(items, spec, args.batch_size, readers, decoder), "workers": readers}
+            probe(lib)
+            with ThreadPoolExecutor(1) as pool, closing(GpuDecoder(lib, spec, pool)) as warm:
+                warm.warm_up(items[:args.batch_size])  # as scoring opens it: first-use costs paid before
+            readers = readers or default_workers(cores, True)  # 0: as scoring sizes them (the workers only read)
+            return {**decode_only(items, spec, args.batch_size, readers, lib), "workers": readers}
         finally:
-            decoder.close()
+            lib.close()
 
-    repeated = [(f"decode_gpu_{lib}{suffix(n, w)}", gpu_decode_only, lib, n, w) for lib in libs for n in lane_counts
-                for w in worker_counts]
-    repeated += [(name, score, job, mode, lib, lanes, readers, args.work / f"out-{name}", args.score_timeout)
-                 for name, mode, lib, lanes, readers in runs if mode == "gpu"]
+    repeated = [(f"decode_gpu_{lib}{suffix(w)}", gpu_decode_only, lib, w) for lib in libs for w in worker_counts]
+    repeated += [(name, score, job, mode, lib, readers, args.work / f"out-{name}", args.score_timeout)
+                 for name, mode, lib, readers in runs if mode == "gpu"]
     for r in range(args.rounds):  # decode only and end to end alternate, so drift on the machine hits both
         for name, fn, *fargs in repeated:
             step(f"round{r}_{name}", fn, *fargs)
@@ -374,7 +373,6 @@ def report(results: dict) -> None:
              for name in results if name.startswith("raw_")]
     rows += [(f"decode only: GPU decoder {name[11:]} (read, decode, resize, normalise)", rate(results, name))
              for name in results if name.startswith("decode_gpu_")]
-    rows += [("decode only: hybrid, share tuned on the rate", rate(results, "decode_hybrid"))]
     ends = [name for name in results if name.startswith("score_")]
     rows += [(f"end to end: {name[6:]}", rate(results, name)) for name in ends]
     print(f"\ndecode_pipeline on {results.get('device')}: {results['images']} JPEGs "
@@ -392,7 +390,7 @@ def report(results: dict) -> None:
         bound = min(engine, max(decoders))
         targets["best_gpu_e2e_vs_slower_of_engine_and_best_decode"] = round(max(gpu_e2e) / bound, 3)
     if gpu_e2e and cpu_e2e:
-        targets["best_gpu_or_hybrid_e2e_vs_cpu_e2e"] = round(max(gpu_e2e) / cpu_e2e, 2)
+        targets["best_gpu_e2e_vs_cpu_e2e"] = round(max(gpu_e2e) / cpu_e2e, 2)
     results["targets"] = {**targets, "goal_e2e_fraction": 0.9, "goal_speedup_vs_cpu": 2.0}
     print(f"targets: {targets} (goals: >= 0.90 and >= 2.0)")
     for name in results:

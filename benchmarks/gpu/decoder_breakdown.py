@@ -1,9 +1,8 @@
 """Where a GPU decoder's time goes, per batch, on one GPU: what limits `decode = "gpu"` below the raw decode rate.
 
 For each GPU decode library installed, on JPEGs made on the machine (as decode_pipeline.py makes them),
-batch by batch with the GPU synchronized around each step: the library's own decode call, turning its
-images into torch tensors (nvImageCodec: `__cuda_array_interface__` as scoring does it, and DLPack for
-comparison), `resize_crop_normalise`, and one worker's read + header check + library input per image.
+batch by batch with the GPU synchronized around each step: the library's decode call as the GPU decoder
+makes it (`GpuLibrary.decode`), `resize_crop_normalise`, and one worker's read + header check per image.
 Then the whole GPU decoder (`pipeline.batches`, decode only) with 4, 8 and cores + 1 read workers: if
 fewer workers are faster, the workers' contention for the interpreter lock, not the GPU, is the limit.
 `--sizes mixed` decodes the sample's scenes at their own sizes instead (each image a size of its own, as in
@@ -17,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from common import arg_parser, write_results
@@ -52,13 +51,14 @@ def synced(torch, fn):  # noqa: ANN001, ANN201 - (seconds, result) of fn with th
 
 def steps(library: str, items: list, spec, batch_size: int) -> dict:  # noqa: ANN001
     """Milliseconds per batch of each step, summed over the batches and divided by their number."""
+    import numpy as np
     import torch
 
-    from batchscore.gpudecode import GpuDecoder, resize_crop_normalise
+    from batchscore.decode.gpu import GpuDecoder, open_library, probe
 
-    decoder = GpuDecoder(0, 1.0, library, threads=1)
-    decoder.probe()
-    lib, totals = decoder.lib, {}
+    lib = open_library(library, 0, 1)
+    probe(lib)
+    decoder, totals = GpuDecoder(lib, spec, ThreadPoolExecutor(1)), {}
     chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
 
     def add(name: str, seconds: float) -> None:
@@ -66,26 +66,20 @@ def steps(library: str, items: list, spec, batch_size: int) -> dict:  # noqa: AN
 
     for n, chunk in enumerate(chunks):
         start = time.perf_counter()
-        reads = decoder._read(chunk, range(len(chunk)), spec.max_pixels)
-        add("read_route_prepare_one_worker", time.perf_counter() - start)
-        prepared = [encoded for _, encoded, _, _ in reads]
-        if library == "nvimgcodec":
-            first = next(iter(lib.decoders.values()))
-            seconds, images = synced(torch, lambda: first.decode(prepared, params=lib.params,
-                                                                 cuda_stream=decoder.lanes[0].stream.cuda_stream))
+        reads = decoder._read(chunk, range(len(chunk)))
+        add("read_route_one_worker", time.perf_counter() - start)
+        data = [d for d, route, _, _ in reads if d is not None and not route]
+        with lib.device.active():
+            seconds, decoded = synced(torch, lambda: lib.decode(data))
             add("library_decode_call", seconds)
-            add("wrap_cuda_array_interface", synced(torch, lambda: [torch.as_tensor(i, device=decoder.device)
-                                                                    for i in images])[0])
-            if hasattr(images[0], "__dlpack__"):
-                add("wrap_dlpack", synced(torch, lambda: [torch.from_dlpack(i) for i in images])[0])
-        seconds, decoded = synced(torch, lambda: lib.decode(prepared, decoder.lanes[0].stream))
-        add("library_decode_as_scoring_calls_it", seconds)
-        out = torch.empty((len(chunk), *spec.shape), device=decoder.device)
-        images = {i: image for i, (image, _) in enumerate(decoded)}
-        add("resize_crop_normalise", synced(torch, lambda: resize_crop_normalise(out, images, spec))[0])
+            out = lib.device.empty(len(data), spec.shape)
+            add("resize_crop_normalise", synced(torch, lambda: lib.device.fill(out, np.arange(len(data)), decoded,
+                                                                                  spec))[0])
         if n == 0:
             totals.clear()  # the first batch warms up: left out
     decoder.close()
+    decoder.executor.shutdown()
+    lib.close()
     batches = len(chunks) - 1
     return {name: round(1e3 * seconds / batches, 2) for name, seconds in totals.items()} | {"batches": batches}
 
@@ -98,7 +92,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="500x375", help="WxH for every image, or mixed: the sample's scenes")
     ap.add_argument("--workers", default=f"4,8,{(os.cpu_count() or 1) + 1}", help="read workers, decode only")
     args = ap.parse_args()
-    from batchscore.gpudecode import GpuDecoder, libraries
+    from batchscore.decode.gpu import libraries, open_library, probe
     from batchscore.preprocess import Preprocess
     from batchscore.sources import list_items
 
@@ -118,11 +112,11 @@ def main() -> None:
         results[f"{library}_ms_per_batch"] = steps(library, items, spec, args.batch_size)
         print(library, "ms per batch:", results[f"{library}_ms_per_batch"], flush=True)
         for workers in sorted({int(w) for w in args.workers.split(",")}):
-            decoder = GpuDecoder(0, 1.0, library, workers)
-            decoder.probe()
+            lib = open_library(library, 0, workers)
+            probe(lib)
             results[f"{library}_decode_only_{workers}_workers"] = run = decode_only(items, spec, args.batch_size,
-                                                                                   workers, decoder)
-            decoder.close()
+                                                                                   workers, lib)
+            lib.close()
             print(f"{library} decode only, {workers} workers: {run['img_s']} img/s", flush=True)
         write_results(args.out, "decoder_breakdown", results, show=False)
     write_results(args.out, "decoder_breakdown", results)

@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=14, help="decode processes per rank, the same in both runs")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--compile", default="eager")
-    ap.add_argument("--decode", default="cpu", help="the job's decode setting: cpu, gpu, hybrid or auto")
+    ap.add_argument("--decode", default="cpu", help="the job's decode setting: cpu, gpu or auto")
     ap.add_argument("--images-from", choices=("jpeg", "sample"), default="jpeg",
                     help="jpeg: every image a JPEG; sample: the sample's mix, a fifth PNG (decoded on the CPU)")
     ap.add_argument("--mpirun", default=shutil.which("mpirun") or "mpirun")
