@@ -286,17 +286,16 @@ def test_package_key_tells_cpus_with_other_instruction_sets_apart(tmp_path: Path
 
 def test_cache_entries_for_other_cpus_are_counted_apart_not_stale(tmp_path: Path) -> None:
     """A cache shared by unlike nodes holds packages for CPUs (and GPUs) this node lacks: doctor counts them
-    as kept for those nodes, neither usable here nor stale. The hardware decoder's C library is an entry too."""
+    as kept for those nodes, neither usable here nor stale."""
     from batchscore.enginecache import EngineCache
 
     cache = EngineCache(tmp_path / "cache")
     build = lambda path: path.write_bytes(b"artifact")  # noqa: E731
     cache.get({"kind": "torch-aoti", "cpu_flags": cpu_features()}, build, Path.read_bytes)
     cache.get({"kind": "torch-aoti", "cpu_flags": "0" * 16}, build, Path.read_bytes)
-    cache.get({"kind": "hwjpeg", "source": "0" * 16, "machine": "x86_64"}, build, Path.read_bytes)
     (check,) = cache_checks(cache.root)
     assert (check.status, check.detail) == (
-        "OK", f"{cache.root}: 2 entr(ies) usable here, 1 for other GPUs or CPUs (kept for the nodes that have them)")
+        "OK", f"{cache.root}: 1 entr(ies) usable here, 1 for other GPUs or CPUs (kept for the nodes that have them)")
 
 
 def test_decode_processes_that_cannot_start_warn_with_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -191,8 +191,8 @@ class GpuDecoder:
 
         Why: a decoder's first batch of real images pays its library's and the resize's first-use costs, several
         times a later batch's (docs/dev/decisions/0008); the runner opens the decoder beside the engine's
-        activation, so this is paid there instead of in the first batch. Unreadable or rejected images are
-        skipped: scoring gives them their errors."""
+        activation, so this is paid there instead of in the first batch. The batch goes through the whole decoder,
+        files the GPU does not take through the CPU path too."""
         _, done, _ = self._decode(chunk, [self.executor.submit(self._read, chunk, range(len(chunk)))], None)
         done.synchronize()
 
