@@ -175,7 +175,8 @@ def _calibrate(model: Path, input_name: str, calibration: Calibration, ranges: P
                                        extra_options={"symmetric": True})
         # ORT's histogram calibrators print progress on stdout, which is the scoring table's channel.
         with decode_executor(calibration.workers) as pool, contextlib.redirect_stdout(io.StringIO()):
-            for batch in batches(calibration.items, CpuDecoder(calibration.spec, pool, calibration.draft), CALIB_CHUNK):
+            decoder = CpuDecoder(calibration.spec, pool, calibration.draft)
+            for batch in batches(calibration.items, decoder, CALIB_CHUNK):
                 if len(batch.tensors):
                     calibrator.collect_data(OneBatch({input_name: batch.tensors}))
                     count += len(batch.tensors)

@@ -63,7 +63,7 @@ class Plan:
     incremental: Changes | None = None  # --incremental: the run under OUTPUT/runs/ and what it changes
     model: Path | None = None  # the file scored: the job's model, or its fp16/int8 variant
     precision_check: dict | None = None  # the accuracy gate's figures and the variant's metadata
-    decode: str = "cpu"  # "cpu" or "gpu": job.decode resolved for this backend (decode/library.py)
+    decode: str = "cpu"  # "cpu" or "gpu": job.decode resolved for this backend (decode/gpu.py)
     decode_reason: str = ""
     skipped: dict[str, int] | None = None  # what the listing passed over, by reason (sources.list_items)
     precision: str = "fp32"  # job.precision, or the precision an already reduced model records (scored_precision)
