@@ -19,7 +19,6 @@ import numpy as np
 from ..preprocess import Preprocess
 
 
-
 class GpuDecodeError(RuntimeError):
     """decode = "gpu" and no GPU decode library works on the rank's GPU; the message says what to do."""
 
@@ -41,6 +40,7 @@ class Decoded:
 
     @property
     def ok(self) -> np.ndarray:
+        """True per input that a step decoded."""
         return self.step >= 0
 
 
