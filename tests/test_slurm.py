@@ -100,7 +100,7 @@ def test_score_sbatch_on_a_real_slurm(tmp_path: Path, sample_dir: Path, model: P
 def test_nightly_sbatch_stops_on_usr1_requeues_itself_and_finishes(tmp_path: Path, sample_dir: Path,
                                                                    model: Path) -> None:
     """What `--signal=B:USR1@120` does before the walltime, sent now with `scancel --signal=USR1 --batch`; the ranks
-    decode in processes (decodeprocs.py), which the signal reaches too and must not stop."""
+    decode in processes (decode/procs.py), which the signal reaches too and must not stop."""
     archive = tmp_path / "archive"
     for i in range(8):
         shutil.copytree(sample_dir, archive / f"copy{i}", ignore=shutil.ignore_patterns("*.csv"))

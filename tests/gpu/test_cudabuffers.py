@@ -67,7 +67,7 @@ def pipelined(r, launch, batches: list) -> tuple[list[dict[str, np.ndarray]], ob
 def cupy_array(x: np.ndarray):  # noqa: ANN201 - a CuPy array
     cp = pytest.importorskip("cupy")
     array = cp.asarray(x)
-    cp.cuda.get_current_stream().synchronize()  # as gpudecode.py does: its stream is done before hand-over
+    cp.cuda.get_current_stream().synchronize()  # as decode/gpu.py does: its stream is done before hand-over
     return array
 
 
