@@ -8,7 +8,7 @@ Pure tensor code, so `resize_crop_normalise` runs (and is tested) on the CPU too
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -77,7 +77,7 @@ def resize_crop_normalise(out: torch.Tensor, rows: np.ndarray, decoded: Decoded,
             out[int(target[0]):int(target[0]) + len(target)].copy_(x)
         else:
             out.index_copy_(0, _to_device(torch.from_numpy(target), out.device), x)
-    scale, shift = _affine(out.device, tuple(spec.mean), tuple(spec.std))
+    scale, shift = affine(out.device, tuple(spec.mean), tuple(spec.std))
     index = None if len(inputs) == len(out) else _to_device(torch.from_numpy(rows[inputs]), out.device)
     part = out if index is None else out.index_select(0, index)
     part.clamp_(0, 255).round_()  # Pillow's uint8 result
@@ -91,7 +91,7 @@ def resize_crop_normalise(out: torch.Tensor, rows: np.ndarray, decoded: Decoded,
 
 
 @functools.lru_cache(maxsize=16)
-def _affine(device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def affine(device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, shift) from 0-255 values to normalised ones, made on `device` once.
 
     Why: each torch call of the decoder thread lets go of the interpreter lock and waits to take it back, and
@@ -111,6 +111,16 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
 
 
+def _one_launch() -> Callable | None:
+    """`batchresize.resize_crop_normalise` (the whole batch in one kernel launch, docs/dev/decisions/0012) where
+    Triton is installed, as it is with torch's CUDA builds; else None, and the per-size loop runs."""
+    try:
+        from .batchresize import resize_crop_normalise as batched
+    except ImportError:
+        return None
+    return batched
+
+
 class TorchDevice:
     """`library.DeviceOps` with torch on GPU `index`, the decoder's work queued on a CUDA stream of its own."""
 
@@ -119,6 +129,7 @@ class TorchDevice:
 
         self.torch, self.device = torch, torch.device("cuda", index)
         self.stream = torch.cuda.Stream(self.device)
+        self.batched = _one_launch()
 
     @contextmanager
     def active(self) -> Iterator[None]:
@@ -130,7 +141,24 @@ class TorchDevice:
         return self.torch.empty((n, *shape), dtype=self.torch.float32, device=self.device)
 
     def fill(self, out: torch.Tensor, rows: np.ndarray, decoded: Decoded, spec: Preprocess) -> None:
-        resize_crop_normalise(out, rows, decoded, spec)
+        if self.batched is None:
+            resize_crop_normalise(out, rows, decoded, spec)
+            return
+        inputs = np.flatnonzero(decoded.ok)
+        if not len(inputs):
+            return
+        hw = decoded.hw[inputs]
+        if decoded.buffer is not None:  # HWC images in one buffer
+            base, offsets = decoded.buffer, decoded.offsets[inputs]
+            strides = np.column_stack([hw[:, 1] * 3, np.full(len(inputs), 3), np.ones(len(inputs), np.int64)])
+        else:  # a tensor per image, CHW with strides of its own
+            images = [decoded.images[i] for i in inputs.tolist()]
+            base = images[0]
+            offsets = np.array([image.data_ptr() - base.data_ptr() for image in images], dtype=np.int64)
+            strides = np.array([(image.stride(1), image.stride(2), image.stride(0)) for image in images],
+                               dtype=np.int64)
+        self.batched(out, base, hw, offsets, strides, rows[inputs], spec,
+                     affine(out.device, tuple(spec.mean), tuple(spec.std)))
 
     def put(self, out: torch.Tensor, rows: np.ndarray, host: np.ndarray) -> None:
         torch = self.torch
