@@ -52,8 +52,7 @@ def _version(v: int) -> str:
 
 def library() -> ctypes.CDLL:
     """The built C call, bound to the installed nvImageCodec, whose major and minor version must be the headers'."""
-    import nvidia.nvimgcodec  # noqa: F401 - loads the CUDA libraries nvImageCodec needs, as its Python API does
-
+    _load_nvjpeg()
     path, _ = _package()
     ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)  # the C call's nvimgcodec* symbols resolve against it
     lib = ctypes.CDLL(str(_built()))
@@ -69,7 +68,21 @@ def library() -> ctypes.CDLL:
     if header.value // 100 != loaded.value // 100:
         raise OSError(f"the C call was built for nvImageCodec {_version(header.value)}, this is "
                       f"{_version(loaded.value)}: install nvidia-nvimgcodec {_version(header.value)[:-2]}.*")
+    lib.version = _version(loaded.value)
     return lib
+
+
+def _load_nvjpeg() -> None:
+    """Load nvJPEG from the nvidia-nvjpeg wheel where installed, so that the JPEG extension finds it.
+
+    Why not import nvImageCodec's Python module, which loads it too: that import also loads its JPEG 2000 and
+    TIFF extensions, which log errors where their libraries are not installed."""
+    spec = find_spec("nvidia")
+    for root in spec.submodule_search_locations if spec and spec.submodule_search_locations else []:
+        found = sorted(Path(root).glob("*/lib/libnvjpeg.so.*"))
+        if found:
+            ctypes.CDLL(str(found[-1]), mode=ctypes.RTLD_GLOBAL)
+            return
 
 
 class HwJpeg:

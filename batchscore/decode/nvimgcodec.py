@@ -22,16 +22,13 @@ class NvImageCodec:
     keys = tuple(key for key, _ in STEPS)
 
     def __init__(self, device: int, threads: int) -> None:
-        import nvidia.nvimgcodec
-
         self.device = TorchDevice(device)
-        self.version = getattr(nvidia.nvimgcodec, "__version__", "")
         self.native = HwJpeg(device, max(1, min(threads, (os.cpu_count() or 2) - 1)))
         self.buffers = DeviceBuffers(self.device.torch, self.device.device)
 
     @property
     def label(self) -> str:
-        return f"nvImageCodec {self.version} (C API)"
+        return f"nvImageCodec {self.native.lib.version} (C API)"
 
     @property
     def steps(self) -> list[str]:
