@@ -1,0 +1,34 @@
+"""`batchscore score` (also what runs with no command): score a job's images on every rank."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import DECODE_MODES, GPU_DECODERS
+from .jobargs import add_job_arguments, job_from_args
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = add_job_arguments(p)
+    g.add_argument("--decode", choices=DECODE_MODES,
+                   help="where images are decoded: gpu = nvJPEG on the rank's GPU (torch backend), hybrid = "
+                        "GPU and CPU workers share each batch, auto = gpu when it works here, else cpu")
+    g.add_argument("--gpu-decoder", choices=GPU_DECODERS,
+                   help="GPU decode library: nvimgcodec (hardware JPEG decoder, then CUDA), torchvision (nvJPEG), "
+                        "auto = nvimgcodec when installed and working, else torchvision")
+    g.add_argument("--gpu-decode-threads", type=int, metavar="N",
+                   help="GPU decoder threads per rank, each with its own CUDA stream; batches take turns")
+    p.add_argument("--incremental", action="store_true", default=None,
+                   help="score only images new or changed since the last --incremental run into OUTPUT: "
+                        "results in OUTPUT/runs/<UTC time>/, cumulative manifest in OUTPUT/index.h5")
+
+
+def run(args: argparse.Namespace, comm) -> int:  # noqa: ANN001 - MPI.Comm
+    """Score images with a model on every MPI rank; rank 0 writes scores.h5 and summary.json."""
+    from ..runner import run as run_job
+
+    job = job_from_args(args).with_overrides(incremental=args.incremental)
+    if getattr(args, "sample", False) and args.output is None:
+        job = job.with_overrides(overwrite=True)  # the bundled sample's own result: rerunning it replaces it
+    run_job(job, comm)
+    return 0
