@@ -581,7 +581,7 @@ class GpuDecoder:
 
     def probe(self) -> None:
         """Decode a small JPEG on the GPU with each step of each lane's library; RuntimeError when none works."""
-        from .doctor import tiny_jpeg  # a solid (200, 40, 60) JPEG made in memory
+        from .doctor.software import tiny_jpeg  # a solid (200, 40, 60) JPEG made in memory
 
         for lane in self.lanes:
             with self.torch.cuda.device(self.device), self.torch.cuda.stream(lane.stream):
@@ -859,7 +859,7 @@ def gpu_decoder(mode: str, job: Job, device: int | None, rank: int, threads: int
         return
     opening = time.perf_counter()
     share = (None if job.gpu_decode_share == "auto" else job.gpu_decode_share) if mode == "hybrid" else 1.0
-    from .doctor import tiny_jpeg
+    from .doctor.software import tiny_jpeg
 
     preprocess(tiny_jpeg(), job.preprocess)  # the CPU path takes rejected files: it must work too
     decoder, failed = None, []
