@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import PRECISIONS, ConfigError
 from .jobargs import add_job_arguments, job_from_args
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where to write the table as JSON (default: OUTPUT/accuracy.json)")
 
 
-def run(args: argparse.Namespace, comm) -> int:  # noqa: ANN001 - MPI.Comm
+def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """Top-1/top-5 of each precision against FP32 on a labelled archive (images calibration never saw).
 
     Prints the table (with top-1 agreement and the largest probability difference) and saves it as JSON;

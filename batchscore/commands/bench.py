@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import BACKENDS, PRECISIONS, ConfigError, load_job
 from .jobargs import default_job
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="results file (default: bench.json)")
 
 
-def run(args: argparse.Namespace, comm) -> int:  # noqa: ANN001 - MPI.Comm
+def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """Engine-only throughput, trtexec-style: batch sizes × precisions, images/s and latency, JSON.
 
     Under `mpiexec -n N` every rank measures at once: per-rank, aggregate and scaling efficiency.

@@ -58,7 +58,7 @@ def prebuild(job: Job, comm: MPI.Comm) -> list[dict]:
     return comm.gather(row, root=0) or []
 
 
-def run(args: argparse.Namespace, comm) -> int:  # noqa: ANN001 - MPI.Comm
+def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """Prebuild the GPU engines of a job (TensorRT plans, compiled PyTorch) into the engine cache.
 
     Launch it like the job itself (same launcher, same ranks per node), for example as a short job

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -11,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also check this job: inputs, model, output folder, engine cache")
 
 
-def run(args: argparse.Namespace, comm) -> int:  # noqa: ANN001 - MPI.Comm
+def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """Check MPI, launcher, GPU binding, backends, decoders (and a job); prints the fix for each problem.
 
     Run it the way the job will run (same launcher, same number of ranks). Exit 0 when nothing FAILs.

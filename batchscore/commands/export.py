@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="file to write (default: RESULTS_DIR/scores.parquet)")
 
 
-def run(args: argparse.Namespace, comm) -> int:  # noqa: ANN001 - MPI.Comm
+def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """Export scores.h5 as a table (one row per image) that joins a data team's tables; needs pyarrow."""
     from ..export import export_parquet
 

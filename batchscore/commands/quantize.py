@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import CALIB_METHODS, PRECISIONS, ConfigError, load_job
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="take the [preprocess] settings (and hdf5_dataset) from this job file")
 
 
-def run(args: argparse.Namespace, comm) -> int:  # noqa: ANN001 - MPI.Comm
+def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """Write an FP16 or INT8 (symmetric Q/DQ, calibrated on images) variant of an FP32 ONNX model.
 
     INT8 calibration images go through the job's preprocessing; the measured ranges are saved next to

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -11,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("plots"), metavar="DIR", help="folder for the PNGs (default: plots)")
 
 
-def run(args: argparse.Namespace, comm) -> int:  # noqa: ANN001 - MPI.Comm
+def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """PNG plots from summary/bench JSON: images/s vs batch size per precision, and vs rank count.
 
     Needs matplotlib (pip install 'batchscore[plots]').

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..config import DECODE_MODES, GPU_DECODERS
 from .jobargs import add_job_arguments, job_from_args
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "results in OUTPUT/runs/<UTC time>/, cumulative manifest in OUTPUT/index.h5")
 
 
-def run(args: argparse.Namespace, comm) -> int:  # noqa: ANN001 - MPI.Comm
+def run(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """Score images with a model on every MPI rank; rank 0 writes scores.h5 and summary.json."""
     from ..runner import run as run_job
 
