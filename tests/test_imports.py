@@ -1,5 +1,5 @@
 """The package's shape, read from its source with `ast` (issue 34): no import circles between its modules,
-function-local imports included; no library module importing a command or the CLI; no module over
+function-local imports included; no library module importing a command, the CLI or doctor; no module over
 MAX_LINES lines.
 
 An import under `if TYPE_CHECKING:` is not an edge: it names a type for annotations and never runs.
@@ -18,13 +18,17 @@ import pytest
 from conftest import ROOT
 
 PACKAGE = ROOT / "batchscore"
-#: modules that only the command line imports: the entry points and one module per subcommand
-FRONT = ("batchscore.__main__", "batchscore.cli", "batchscore.commands")
+#: modules that only the command line imports: the entry points, one module per subcommand, and the checks
+#: that only `batchscore doctor` runs
+FRONT = ("batchscore.__main__", "batchscore.cli", "batchscore.commands", "batchscore.doctor")
 MAX_LINES = 400
 #: import edges that close a circle in code another part of issue 34 restructures ("Engines: load, then run"):
 #: the engine choice asks the torch adapter whether PyTorch sees a GPU, and the adapter imports the engine base.
 #: test_no_import_circles is expected to fail while this edge exists; strict, so it fails once the edge is gone.
 KNOWN_CIRCLE_EDGES = {("batchscore.engines", "batchscore.engines.torch_backend")}
+#: a library module importing from the front, in code the decode part of issue 34 restructures: the GPU
+#: decoder's probe image lives in doctor until it moves into the decode package
+KNOWN_FRONT_EDGES = {("batchscore.gpudecode", "batchscore.doctor.software")}
 #: modules over MAX_LINES that other parts of issue 34 split: their size test is expected to fail until then
 OVER_LIMIT = {"batchscore/gpudecode.py": "split into the decode package (\"Decode behind one interface\")",
               "batchscore/engines/torch_backend.py": "split into loaders and the engine (\"Engines: load, then run\")"}
@@ -151,6 +155,12 @@ def test_the_graph_sees_every_kind_of_import() -> None:
     assert "batchscore.config" in graph["batchscore.engines.torch_backend"]  # `from ..config import`
 
 
+def test_circles_are_found_and_reported_shortest() -> None:
+    graph = {"a": {"b"}, "b": {"c", "a"}, "c": {"a"}, "d": {"a"}}
+    assert circles(graph) == [["a", "b", "a"]]
+    assert circles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
 def _assert_no_circles(graph: dict[str, set[str]]) -> None:
     found = circles(graph)
     assert not found, "import circles (function-local imports count):\n" + "\n".join(" -> ".join(c) for c in found)
@@ -169,10 +179,22 @@ def test_no_import_circles_besides_the_known_edges() -> None:
     _assert_no_circles(graph)
 
 
+def _front_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    return {(name, target) for name, targets in graph.items() if not is_front(name)
+            for target in targets if is_front(target)}
+
+
+@pytest.mark.xfail(strict=True, reason=f"known imports in code being restructured: {sorted(KNOWN_FRONT_EDGES)}")
 def test_library_modules_never_import_a_command_or_the_cli() -> None:
-    wrong = [f"{name} imports {target}" for name, targets in import_graph().items() if not is_front(name)
-             for target in sorted(targets) if is_front(target)]
-    assert not wrong, "\n".join(wrong)
+    wrong = _front_imports(import_graph())
+    assert not wrong, "\n".join(f"{name} imports {target}" for name, target in sorted(wrong))
+
+
+def test_library_modules_import_no_command_or_cli_besides_the_known_edges() -> None:
+    found = _front_imports(import_graph())
+    assert KNOWN_FRONT_EDGES <= found, f"gone, drop them from KNOWN_FRONT_EDGES: {sorted(KNOWN_FRONT_EDGES - found)}"
+    wrong = found - KNOWN_FRONT_EDGES
+    assert not wrong, "\n".join(f"{name} imports {target}" for name, target in sorted(wrong))
 
 
 def _sized(path: Path) -> object:
