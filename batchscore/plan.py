@@ -2,9 +2,10 @@
 
 `PLAN` is the list of checks in the order they run. Each takes the `Draft` (what is known so far), checks one
 thing, and adds what it learnt; the first that fails raises ConfigError with what to fix (exit 2, one line).
-The stats of the output folder come before reading the model, the model's header before listing the input,
-and the slow steps last: building a reduced-precision variant (INT8: calibration) and the accuracy gate,
-which runs both models. Only when every check passed does `plan_run` write anything (the resume marker).
+The output folder's checks (a look for files, a probe file) come before the model is read, the model before
+the input is listed, and the slow steps last: building a reduced-precision variant (INT8: calibration) and
+the accuracy gate, which runs both models. Only when every check passed does `plan_run` discard an unfinished
+run's parts (--overwrite) and write the resume marker.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def no_result_in_the_way(d: Draft) -> None:
 
 
 def hdf5_locking_works(d: Draft) -> None:
-    """Network filesystems without locks: fail now, naming HDF5_USE_FILE_LOCKING, not at the merge."""
+    """Network filesystems without locks: fail now, naming HDF5_USE_FILE_LOCKING, not mid-run."""
     check_locking(d.job.output)
 
 
