@@ -139,7 +139,7 @@ def incremental_flag_matches_output(d: Draft) -> None:
 
 def no_result_in_the_way(d: Draft) -> None:
     """A finished result is replaced only with --overwrite (an unfinished run's parts folder is resumed instead).
-    An incremental run scores into a folder of its own under OUTPUT/runs/, checked when it is chosen."""
+    An incremental run scores into a new or unfinished folder of its own under OUTPUT/runs/ (plan_changes)."""
     out = d.job.output
     existing = [name for name in RESULT_FILES if (out / name).exists()]
     if existing and not d.job.incremental and not d.job.overwrite and not (out / PARTS / "job.json").exists():
