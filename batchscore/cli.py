@@ -1,4 +1,5 @@
-"""Command line: `python -m batchscore [score] ...`; each subcommand's help is its docstring.
+"""Command line: `python -m batchscore [score] ...`: the parser, MPI start-up and exit status; each subcommand is a
+module in commands/, whose `run` docstring is its help.
 
 Exit status: 0 on success (also when some images were bad: they are error rows), 2 for a usage
 or configuration error found before any work, 1 for an unexpected failure (all ranks abort), 75
