@@ -1,4 +1,4 @@
-"""`batchscore bench`: engine-only throughput, trtexec-style, on every rank at once.
+"""Engine-only throughput (`batchscore bench`), trtexec-style, on every rank at once.
 
 Synthetic non-zero input (seeded normal noise: an all-zero input can take shortcuts), a warm-up,
 then the median of timed repeats of `Engine.infer` (host array in, host arrays out, so the
@@ -15,11 +15,11 @@ run with rank 0 alone while the other ranks wait.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +29,8 @@ from mpi4py import MPI
 from . import __version__
 from .comm import cores_for_rank, log, placement
 from .config import ConfigError, Job
-from .enginecache import default_cache_dir
 from .engines import GPU_BACKENDS, EngineOptions, choose_backend, create_engine, require_packages, runs_on_gpu
 from .model import ModelError, inspect_model, model_sha256
-from .writer import write_json
 
 _OOM = re.compile(r"out ?of ?memory|failed to allocate|cudaErrorMemoryAllocation", re.IGNORECASE)
 
@@ -115,17 +113,15 @@ def _variant(job: Job, precision: str) -> Path:
     return prepare_model(job.with_overrides(precision=precision))
 
 
-def _baseline(path: Path | None) -> dict[tuple[str, int], float]:
-    """(precision, batch size) → one-rank images/s from an earlier bench JSON."""
-    if path is None:
-        return {}
+def read_baseline(path: Path) -> dict[tuple[str, int], float]:
+    """(precision, batch size) → one-rank images/s from an earlier bench JSON; ConfigError naming `path`."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         rows = data["results"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"--baseline {path}: not a bench JSON ({exc})") from None
+        raise ConfigError(f"{path}: not a bench JSON ({exc})") from None
     if data.get("ranks") != 1:
-        raise ConfigError(f"--baseline {path}: made with {data.get('ranks')} ranks; give a one-rank bench JSON")
+        raise ConfigError(f"{path}: made with {data.get('ranks')} ranks; give a one-rank bench JSON")
     return {(r["precision"], r["batch_size"]): r["images_per_s"] for r in rows if "images_per_s" in r}
 
 
@@ -223,30 +219,17 @@ def format_bench(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def run_bench(args: argparse.Namespace, comm: MPI.Comm) -> int:
-    """The `bench` command (arguments: cli.add_bench_arguments): sweep, then table and JSON on rank 0."""
-    from .cli import default_job
-    from .config import load_job
-
-    sizes = tuple(args.batch_sizes) if args.batch_sizes else tuple(batch_sizes(args.max_batch))
-    if min(sizes) < 1 or args.warmup < 0 or args.repeats < 1:
-        raise ConfigError("batch sizes and --repeats must be >= 1, --warmup >= 0")
-    job = load_job(args.job or default_job()).with_overrides(
-        model=args.model.resolve() if args.model else None, backend=args.backend, threads=args.threads,
-        # a model given without a job: its FP16/INT8 variants go to the engine cache, not into the output
-        # folder of the bundled demo job (inside the installed checkout)
-        cache_dir=default_cache_dir() if args.model and not args.job else None)
+def run_bench(job: Job, precisions: Sequence[str], sizes: Sequence[int], warmup: int, repeats: int,
+              comm: MPI.Comm, baseline: dict[tuple[str, int], float] | None = None) -> dict | None:
+    """Sweep `sizes` × `precisions` with the job's model, backend and threads on every rank at once; returns the
+    result document on rank 0 (None elsewhere). `baseline`: one-rank images/s by (precision, batch size), from
+    `read_baseline`; points without one are measured on rank 0 alone."""
     if not job.model.is_file():
         raise ConfigError(f"model not found: {job.model}")
     backend, _ = choose_backend(job.backend)
     require_packages(backend)
     job = job.settled(runs_on_gpu(backend))
     threads = job.threads or cores_for_rank(placement(comm).local_size)
-    settings = Settings(job.model, backend, tuple(dict.fromkeys(args.precision)), sizes, args.warmup,
-                        args.repeats, threads, job.compile, job.cache_dir, job.share_gpus)
-    doc = sweep(job, settings, comm, _baseline(args.baseline))  # every rank reads it: same barriers
-    if doc is not None:
-        write_json(args.json, doc)
-        print(format_bench(doc), flush=True)
-        print(f"\nwrote {args.json}", flush=True)
-    return 0
+    settings = Settings(job.model, backend, tuple(dict.fromkeys(precisions)), tuple(sizes), warmup, repeats,
+                        threads, job.compile, job.cache_dir, job.share_gpus)
+    return sweep(job, settings, comm, baseline or {})  # every rank runs it: same barriers

@@ -35,7 +35,7 @@ class RankStats:
     device: str = "cpu"
     threads: int = 0
     workers: int = 0
-    worker_kind: str = "thread"  # how its CPU decode workers ran: "process" (decodeprocs.py) or "thread"
+    worker_kind: str = "thread"  # how its CPU decode workers ran: "process" (decode/procs.py) or "thread"
     gpu_threads: int = 0  # GPU decoder threads (lanes), 0 when decoding on the CPU
     gpu_shared: bool = False  # another rank of its node drives the same GPU (share_gpus)
     images: int = 0
@@ -152,7 +152,7 @@ def decode_line(summary: dict) -> str:
     ranks = summary["per_rank"]
     counts = sorted({r["workers"] for r in ranks})
     workers = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    processes = all(r.get("worker_kind") == "process" for r in ranks)  # decodeprocs.py
+    processes = all(r.get("worker_kind") == "process" for r in ranks)  # decode/procs.py
     noun = ("worker process" if processes else "worker") + ("" if workers == "1" else ("es" if processes else "s"))
     return f"decode: CPU, {workers} {noun}{' per rank' if len(ranks) > 1 else ''}"
 

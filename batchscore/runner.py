@@ -1,17 +1,15 @@
-"""The scoring run: rank 0 plans and checks, every rank scores its shard, rank 0 merges and reports."""
+"""The scoring run: rank 0 plans and checks (plan.py), every rank scores its shard, rank 0 merges and reports."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
-import uuid
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, closing, contextmanager, suppress
-from dataclasses import asdict, dataclass, replace
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
@@ -21,60 +19,22 @@ import numpy as np
 from mpi4py import MPI
 
 from . import __version__
-from .accuracy import gate
 from .comm import Progress, cores_for_rank, log, placement
-from .config import ConfigError, Job, differences
-from .engines import (GPU_BACKENDS, TOPK_INDEX, TOPK_SCORE, Engine, EngineOptions, choose_backend, create_engine,
-                      require_packages, runs_on_gpu)
+from .config import ConfigError, Job
+from .engines import GPU_BACKENDS, TOPK_INDEX, TOPK_SCORE, Engine, EngineOptions, create_engine
 from .gpu import GpuBinding, bind_gpu
-from .h5lock import check_locking, is_lock_error, lock_advice
-from .incremental import INDEX, Changes, plan_changes, publish_run
-from .model import ModelError, class_names, inspect_model, model_sha256
 from .decode.cpu import CpuDecoder, decode_executor
-from .decode.gpu import GpuDecoder, choose_decode, default_workers, open_gpu_decoder
+from .decode.gpu import GpuDecoder, default_workers, open_gpu_decoder
 from .decode.procs import decode_processes
+from .incremental import publish_run
+from .itemtable import ItemTable, decode_key
 from .pipeline import Batch, batches, default_prefetch
-from .precision import job_samples, prepare_model, scored_precision, variant_metadata
+from .plan import Plan, hold_output, plan_run
 from .report import RankStats, format_table, summarize
 from .signals import GracefulStop, Interrupted
-from .itemtable import ItemTable, decode_key
-from .outlock import OutputLock
-from .sources import IMAGE_EXTENSIONS, SourceError
-from .writer import PARTS, PartWriter, done_keys, key_array, merge, remove_leftovers, retire_parts, write_json
+from .writer import PARTS, PartWriter, merge, retire_parts, write_json
 
-RESULT_FILES = ("scores.h5", "summary.json")
 T = TypeVar("T")
-
-
-@dataclass
-class Plan:
-    """Decided once by rank 0 and broadcast, so every rank works from the same facts; the items to score are
-    not broadcast but split (`todo`, rank 0 only), and only rank 0 keeps every key (`keys`, for the merge)."""
-
-    total: int
-    run_id: str
-    backend: str
-    backend_reason: str
-    model_sha256: str
-    output_shapes: dict[str, tuple[int, ...]]
-    save_outputs: list[str]
-    resumed: int
-    classes: list[str]
-    incremental: Changes | None = None  # --incremental: the run under OUTPUT/runs/ and what it changes
-    model: Path | None = None  # the file scored: the job's model, or its fp16/int8 variant
-    precision_check: dict | None = None  # the accuracy gate's figures and the variant's metadata
-    decode: str = "cpu"  # "cpu" or "gpu": job.decode resolved for this backend (decode/gpu.py)
-    decode_reason: str = ""
-    skipped: dict[str, int] | None = None  # what the listing passed over, by reason (sources.list_items)
-    precision: str = "fp32"  # job.precision, or the precision an already reduced model records (scored_precision)
-    batch_size: int = 0  # the job's batch size and compile mode settled for the backend's device (Job.settled)
-    compile: str = "eager"
-    todo: ItemTable | None = None  # rank 0, until split: the items still to score
-    keys: np.ndarray | None = None  # rank 0: every key of the run, sorted (writer.key_array)
-
-    def empty_outputs(self) -> dict[str, np.ndarray]:
-        """Zero-row outputs for a batch in which no image decoded."""
-        return {name: np.empty((0, *shape), np.float32) for name, shape in self.output_shapes.items()}
 
 
 class Timeline:
@@ -86,131 +46,6 @@ class Timeline:
 
     def mark(self, step: str) -> None:
         self.seconds[step] = round(time.perf_counter() - self.start, 3)
-
-
-def _fingerprint(job: Job, sha: str) -> dict:
-    """What must match for a rerun to continue an interrupted run's parts (JSON-normalised, as stored)."""
-    return json.loads(json.dumps({"model_sha256": sha, "precision": job.precision, "top_k": job.top_k,
-                                  "save_outputs": list(job.save_outputs), "preprocess": asdict(job.preprocess),
-                                  "decode_draft": job.decode_draft, "decode": job.decode,
-                                  "input": [str(p) for p in job.input]}))
-
-
-def _writable(out: Path) -> None:
-    """Create `out` and write a file there; ConfigError naming the folder when that fails."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {out} is a file, not a folder: choose a folder for the results "
-                          "(--output DIR, or output in the job file)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"output directory {out} is not writable ({exc.strerror}); "
-                          "choose another --output") from None
-
-
-def hold_output(job: Job) -> Callable[[], None]:
-    """Rank 0, before planning: lock the job's output folder (ConfigError when another job holds it); returns
-    the release, which also removes the folder again where this job made it and left nothing in it (a job
-    refused while planning writes nothing)."""
-    made = not job.output.exists()
-    _writable(job.output)
-    lock = OutputLock(job.output).acquire()
-    remove_leftovers(job.output)  # this job holds the folder: temporary files in it are a killed job's
-    if lock.stale:
-        log(0, f"took over the lock of a job that is gone (host {lock.stale.get('host')}, "
-               f"PID {lock.stale.get('pid')})")
-
-    def release() -> None:
-        lock.release()
-        if made:
-            with suppress(OSError):  # not empty: the run's results, parts or variants are in it
-                job.output.rmdir()
-    return release
-
-
-def plan_run(job: Job) -> Plan:
-    """Every check that can fail before work starts; raises ConfigError with what to fix."""
-    try:
-        info = inspect_model(job.model)
-        sha = model_sha256(job.model, info)
-        skipped: Counter = Counter()
-        items = ItemTable.from_inputs(job.input, job.hdf5_dataset, skipped)
-        classes = class_names(job.classes, info.metadata)
-    except (ModelError, SourceError) as exc:
-        raise ConfigError(lock_advice(job.input[0]) if is_lock_error(exc) else str(exc)) from None
-    job = job.with_overrides(precision=scored_precision(job, info.metadata))
-    if not items and not job.incremental:  # an incremental run may find nothing new: that is a success
-        raise ConfigError(f"no images in {', '.join(map(str, job.input))}: folders are searched, with their "
-                          f"sub-folders and .tar files, for {' '.join(sorted(IMAGE_EXTENSIONS))} files; "
-                          "check --input (or input in the job file)")
-    if info.num_classes is None:
-        raise ConfigError(f"{job.model}: the first output needs a fixed class dimension, got {info.outputs}")
-    if job.top_k > info.num_classes:
-        raise ConfigError(f"top_k = {job.top_k} but the model has only {info.num_classes} classes")
-    save = list(info.outputs) if "*" in job.save_outputs else list(job.save_outputs)
-    unknown = [n for n in save if n not in info.outputs]
-    if unknown:
-        raise ConfigError(f"save_outputs names {unknown}, but the model's outputs are {list(info.outputs)}")
-    shapes = {name: tuple(shape[1:]) for name, shape in info.outputs.items()}
-    dynamic = [n for n in save if not all(isinstance(d, int) for d in shapes[n])]
-    if dynamic:
-        raise ConfigError(f"save_outputs: outputs {dynamic} have dynamic dimensions besides the batch")
-    backend, reason = choose_backend(job.backend)
-    job = job.settled(runs_on_gpu(backend))
-    if backend == "torch" and job.precision == "int8":
-        raise ConfigError("the torch backend cannot run INT8 (Q/DQ) models (onnx2torch has no quantized ops); "
-                          "use backend = 'tensorrt' or 'onnxruntime' for int8, or precision = 'fp16'")
-    decode, decode_reason = choose_decode(job.decode, backend, job.gpu_decoder)
-    require_packages(backend)
-    model = prepare_model(job, items)  # fp32: the job's model; else its variant, built once and cached
-    gate_items = job_samples(job, items).gate if model != job.model else []
-    fingerprint = _fingerprint(job, sha)
-    if model != job.model:
-        fingerprint["variant"] = model.name  # names source hash, precision, calibration hash and method
-    changes = None
-    if job.incremental:  # only what is new or changed since the last run, scored into OUTPUT/runs/<run>
-        changes, items = plan_changes(job, items, fingerprint)
-        job = job.with_overrides(output=changes.run_dir)
-    elif (job.output / INDEX).exists():  # a nightly job that lost its flag would rescore the whole archive
-        raise ConfigError(f"{job.output} holds the index of incremental runs ({INDEX}); pass --incremental (or set "
-                          "incremental = true) to score what is new or changed since the last run, or choose "
-                          "another --output for a full run")
-
-    out = job.output
-    if changes:
-        _writable(out)
-        remove_leftovers(out)
-    marker = out / PARTS / "job.json"
-    if (out / PARTS).exists() and (job.overwrite or not marker.exists()):
-        shutil.rmtree(out / PARTS)  # --overwrite discards an unfinished run; parts without a job are nobody's
-    existing = [name for name in RESULT_FILES if (out / name).exists()]
-    if existing and not marker.exists() and not job.overwrite:  # with a parts folder, a run is unfinished
-        raise ConfigError(f"{out} already holds a result ({', '.join(existing)}); "
-                          "pass --overwrite to replace it or choose another --output")
-    check_locking(out)  # network filesystems: fail now, naming HDF5_USE_FILE_LOCKING, not mid-run
-    check = None
-    if gate_items:  # reduced precision: compare with fp32 on held-out images before anything is scored
-        check = {**gate(job, model, gate_items, backend, classes), "variant": variant_metadata(model)}
-
-    done = key_array([])
-    if marker.exists():
-        before = json.loads(marker.read_text())
-        if before != fingerprint:
-            raise ConfigError(f"{out} holds an unfinished run of a different job ({differences(before, fingerprint)}); "
-                              "rerun with its settings to finish it, pass --overwrite to discard it, or choose "
-                              "another --output")
-        done = done_keys(out)
-    else:  # a previous result (--overwrite) stays until the new scores.h5 replaces it
-        marker.parent.mkdir(exist_ok=True)
-        write_json(marker, fingerprint)
-    todo = items.without(done)
-    return Plan(len(items), uuid.uuid4().hex[:12], backend, reason, sha, shapes, save, len(items) - len(todo),
-                classes, changes, model=model, precision_check=check, decode=decode, decode_reason=decode_reason,
-                skipped=dict(skipped), precision=job.precision, batch_size=job.batch_size, compile=job.compile,
-                todo=todo, keys=items.keys)
 
 
 #: top-k up to this k takes k argmax passes; a larger k, one partition, which is as fast from about twice this k

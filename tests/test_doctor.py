@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from batchscore.comm import cores_for_rank
-from batchscore.doctor import RankView, cache_checks, gpus_check, hdf5_locking, output_checks
+from batchscore.doctor.job import cache_checks, hdf5_locking, output_checks
+from batchscore.doctor.ranks import RankView, gpus_check
+from batchscore.enginecache import EngineCache
 from batchscore.engines import choose_backend, cpu_features, links_libstdcxx_statically
 from batchscore.sources import list_items
 from conftest import PYTHON, ROOT, batchscore, mpi_env, write_job
@@ -136,12 +138,11 @@ def test_root_without_open_mpi_settings_warns() -> None:
 
 
 def test_stale_cache_entries_warn_and_the_fix_clears_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    enginecache = pytest.importorskip("batchscore.enginecache", reason="engine cache module not in this tree")
     if importlib.util.find_spec("torch") is None:
         pytest.skip("needs torch installed: entries are checked against the versions installed here")
     from importlib.metadata import version
 
-    cache = enginecache.EngineCache(tmp_path / "cache")
+    cache = EngineCache(tmp_path / "cache")
     build = lambda path: path.write_bytes(b"artifact")  # noqa: E731
     fresh = cache.get({"kind": "torch-aoti", "torch": version("torch")}, build, Path.read_bytes).path
     old = cache.get({"kind": "torch-aoti", "torch": "1.0.0"}, build, Path.read_bytes).path
@@ -287,8 +288,6 @@ def test_package_key_tells_cpus_with_other_instruction_sets_apart(tmp_path: Path
 def test_cache_entries_for_other_cpus_are_counted_apart_not_stale(tmp_path: Path) -> None:
     """A cache shared by unlike nodes holds packages for CPUs (and GPUs) this node lacks: doctor counts them
     as kept for those nodes, neither usable here nor stale."""
-    from batchscore.enginecache import EngineCache
-
     cache = EngineCache(tmp_path / "cache")
     build = lambda path: path.write_bytes(b"artifact")  # noqa: E731
     cache.get({"kind": "torch-aoti", "cpu_flags": cpu_features()}, build, Path.read_bytes)
@@ -301,7 +300,7 @@ def test_cache_entries_for_other_cpus_are_counted_apart_not_stale(tmp_path: Path
 def test_decode_processes_that_cannot_start_warn_with_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     """A rank would decode in threads then (decode/procs.py): a WARN that says so, not a FAIL."""
     from batchscore.decode import procs as decodeprocs
-    from batchscore.doctor import decoder_checks
+    from batchscore.doctor.software import decoder_checks
     from batchscore.preprocess import Preprocess
 
     monkeypatch.setattr(decodeprocs.sys, "executable", "/nonexistent/python")

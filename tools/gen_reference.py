@@ -1,8 +1,8 @@
 """Generate docs/reference/job-file.md and docs/reference/cli.md from the code that defines them.
 
 The job-file page comes from the job schema in batchscore/config.py (`_SCHEMA`, `KEY_HELP`, `CHOICES`, the
-`Job` and `Preprocess` defaults); the CLI page from the argument parser in batchscore/cli.py. Run it after
-changing either:
+`Job` and `Preprocess` defaults); the CLI page from the argument parser that batchscore/cli.py builds from
+the command modules in batchscore/commands/. Run it after changing either:
 
     .venv/bin/python tools/gen_reference.py            # rewrite both pages
     .venv/bin/python tools/gen_reference.py --check    # exit 1 and name the stale pages, write nothing
