@@ -30,7 +30,7 @@ from . import __version__
 from .comm import cores_for_rank, log, placement
 from .config import ConfigError, Job
 from .enginecache import default_cache_dir
-from .engines import GPU_BACKENDS, EngineOptions, choose_backend, create_engine, require_packages, runs_on_gpu
+from .engines import GPU_BACKENDS, EngineOptions, create_engine, resolve
 from .model import ModelError, inspect_model, model_sha256
 from .writer import write_json
 
@@ -238,9 +238,8 @@ def run_bench(args: argparse.Namespace, comm: MPI.Comm) -> int:
         cache_dir=default_cache_dir() if args.model and not args.job else None)
     if not job.model.is_file():
         raise ConfigError(f"model not found: {job.model}")
-    backend, _ = choose_backend(job.backend)
-    require_packages(backend)
-    job = job.settled(runs_on_gpu(backend))
+    resolved = resolve(job)
+    backend, job = resolved.backend, resolved.job
     threads = job.threads or cores_for_rank(placement(comm).local_size)
     settings = Settings(job.model, backend, tuple(dict.fromkeys(args.precision)), sizes, args.warmup,
                         args.repeats, threads, job.compile, job.cache_dir, job.share_gpus)

@@ -157,9 +157,9 @@ def cmd_build(args: argparse.Namespace, comm) -> int:  # noqa: ANN001 - MPI.Comm
     before the big one: one rank per node builds each engine, the others wait and load it, and the
     scoring run then starts in seconds. Prints each rank's device and whether it built or loaded.
     """
-    from .enginecache import prebuild
+    from .engines.build import build
 
-    rows = prebuild(job_from_args(args), comm)
+    rows = build(job_from_args(args), comm)
     for r in rows:
         print(f"rank {r['rank']} {r['host']} {r['device']}: {r['backend']} engine {r['cache']} "
               f"in {r['seconds']:.1f} s ({r['model']})", flush=True)

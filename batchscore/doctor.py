@@ -382,7 +382,7 @@ def _software_now() -> dict[str, str]:
 def _hardware_now() -> dict[str, set[str]]:
     """The cache-key fields that describe this node's hardware, with the values found here (GPU names only
     where nvidia-smi answers)."""
-    from .engines import cpu_features
+    from .engines.toolchain import cpu_features
 
     now = {"cpu_flags": {cpu_features()}}
     gpu, _ = _import("batchscore.gpu")
@@ -476,7 +476,7 @@ def job_checks(path: Path) -> tuple[list[Check], object]:
 
 def compiler_check() -> Check:
     """compile = "compiled" links a C++ library (AOTInductor) on the rank that builds a node's package."""
-    from .engines import cxx_compiler
+    from .engines.toolchain import cxx_compiler
 
     compiler = cxx_compiler()
     if compiler.path and compiler.static_libstdcxx:

@@ -1,4 +1,4 @@
-"""On-disk cache of built engines: TensorRT plans and compiled PyTorch artifacts.
+"""On-disk cache of built engines: TensorRT plans, compiled PyTorch packages and converted PyTorch modules.
 
 Building is slow (minutes) and specific to the model, the GPU model and the software versions, so
 it happens once per key and node: the first rank to take the entry's file lock builds into a
@@ -15,21 +15,15 @@ import json
 import os
 import re
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from filelock import FileLock
 
 from .writer import publish, write_json
-
-if TYPE_CHECKING:
-    from mpi4py import MPI
-
-    from .config import Job
 
 T = TypeVar("T")
 
@@ -140,44 +134,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
-
-
-def prebuild(job: Job, comm: MPI.Comm) -> list[dict]:
-    """Every rank binds its GPU and builds (or loads) the engine the job will use; rows on rank 0.
-
-    Run it like the job (same launcher, same ranks per node), e.g. as a short job before the big one:
-    the first rank per node and key builds, the others wait and load, and scoring then starts warm.
-    """
-    from .comm import cores_for_rank, placement
-    from .config import ConfigError
-    from .engines import choose_backend, require_packages, runs_on_gpu
-    from .model import ModelError, inspect_model
-    from .precision import prepare_model, scored_precision
-    from .runner import bind, open_engine
-
-    decided, error = None, ""
-    if comm.rank == 0:
-        try:
-            backend, reason = choose_backend(job.backend)
-            require_packages(backend)
-            try:
-                metadata = inspect_model(job.model).metadata
-            except ModelError as exc:
-                raise ConfigError(str(exc)) from None
-            job = job.with_overrides(precision=scored_precision(job, metadata))  # a quantized model's own
-            decided = (backend, reason, prepare_model(job), job.precision)
-        except ConfigError as exc:
-            error = str(exc)
-    decided, error = comm.bcast((decided, error), root=0)
-    if error:
-        raise ConfigError(error)
-    backend, reason, model, precision = decided
-    job = job.with_overrides(precision=precision).settled(runs_on_gpu(backend))
-    binding = bind(job, backend, comm)
-    engine = open_engine(job, backend, model, cores_for_rank(placement(comm).local_size),
-                         binding.index if binding else None, comm.rank)
-    row = {"rank": comm.rank, "host": socket.gethostname(), "backend": backend, "reason": reason,
-           "device": engine.device_name, "cache": getattr(engine, "cache_status", "none"),
-           "seconds": round(getattr(engine, "setup_seconds", 0.0), 2), "model": str(model)}
-    engine.deactivate()
-    return comm.gather(row, root=0) or []

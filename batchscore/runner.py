@@ -25,8 +25,7 @@ from .accuracy import gate
 from .comm import Progress, cores_for_rank, log, placement
 from .config import ConfigError, Job, differences
 from .decodeprocs import decode_processes
-from .engines import (GPU_BACKENDS, TOPK_INDEX, TOPK_SCORE, Engine, EngineOptions, choose_backend, create_engine,
-                      require_packages, runs_on_gpu)
+from .engines import GPU_BACKENDS, Engine, EngineOptions, Outputs, create_engine, resolve
 from .gpu import GpuBinding, bind_gpu
 from .gpudecode import choose_decode, default_workers, gpu_decoder
 from .h5lock import check_locking, is_lock_error, lock_advice
@@ -71,9 +70,9 @@ class Plan:
     todo: ItemTable | None = None  # rank 0, until split: the items still to score
     keys: np.ndarray | None = None  # rank 0: every key of the run, sorted (writer.key_array)
 
-    def empty_outputs(self) -> dict[str, np.ndarray]:
+    def empty_outputs(self) -> Outputs:
         """Zero-row outputs for a batch in which no image decoded."""
-        return {name: np.empty((0, *shape), np.float32) for name, shape in self.output_shapes.items()}
+        return Outputs({name: np.empty((0, *shape), np.float32) for name, shape in self.output_shapes.items()})
 
 
 class Timeline:
@@ -157,13 +156,12 @@ def plan_run(job: Job) -> Plan:
     dynamic = [n for n in save if not all(isinstance(d, int) for d in shapes[n])]
     if dynamic:
         raise ConfigError(f"save_outputs: outputs {dynamic} have dynamic dimensions besides the batch")
-    backend, reason = choose_backend(job.backend)
-    job = job.settled(runs_on_gpu(backend))
+    resolved = resolve(job)  # ConfigError where the backend's packages are missing
+    backend, reason, job = resolved.backend, resolved.reason, resolved.job
     if backend == "torch" and job.precision == "int8":
         raise ConfigError("the torch backend cannot run INT8 (Q/DQ) models (onnx2torch has no quantized ops); "
                           "use backend = 'tensorrt' or 'onnxruntime' for int8, or precision = 'fp16'")
     decode, decode_reason = choose_decode(job.decode, backend, job.gpu_decoder)
-    require_packages(backend)
     model = prepare_model(job, items)  # fp32: the job's model; else its variant, built once and cached
     gate_items = job_samples(job, items).gate if model != job.model else []
     fingerprint = _fingerprint(job, sha)
@@ -245,11 +243,11 @@ def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx.astype(np.int32), np.take_along_axis(prob, idx, axis=1)
 
 
-def batch_topk(outputs: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batch's top-k: the one its engine computed on the GPU (TOPK_INDEX/TOPK_SCORE, taken out of `outputs`),
-    else `topk` of its first output here."""
-    if TOPK_INDEX in outputs:
-        return outputs.pop(TOPK_INDEX), outputs.pop(TOPK_SCORE)
+def batch_topk(outputs: Outputs, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's top-k: the one its engine computed on its device (`outputs.topk`), else `topk` of its first
+    output here."""
+    if outputs.topk is not None:
+        return outputs.topk.index, outputs.topk.score
     return topk(next(iter(outputs.values())), k)
 
 
@@ -261,7 +259,7 @@ def _expand(batch: Batch, values: np.ndarray, fill: float) -> np.ndarray:
 
 
 def scored(engine: Engine, decoded: Iterable[Batch],
-           empty: Callable[[], dict[str, np.ndarray]]) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
+           empty: Callable[[], Outputs]) -> Iterator[tuple[Batch, Outputs]]:
     """(batch, outputs) in order, through `infer_iter` so a GPU engine copies batch i+1 in while batch i
     computes; a batch in which no image decoded skips the engine and gets `empty()` outputs.
 
@@ -305,8 +303,9 @@ def open_engine(job: Job, backend: str, model: Path, threads: int, device: int |
     start = time.perf_counter()
     engine = create_engine(backend, model, options).activate()
     steps = ", ".join(f"{name} {s:.2f} s" for name, s in getattr(engine, "start_phases", {}).items())
+    cache = f"; engine cache {engine.cache_status}" if engine.cache_status != "none" else ""
     log(rank, f"{backend} engine on {engine.device_name} ready in {time.perf_counter() - start:.2f} s"
-              f"{f' ({steps})' if steps else ''}{f'; {engine.note}' if engine.note else ''}")
+              f"{f' ({steps})' if steps else ''}{cache}{f'; {engine.note}' if engine.note else ''}")
     return engine
 
 

@@ -16,7 +16,8 @@ import pytest
 
 from batchscore.comm import cores_for_rank
 from batchscore.doctor import RankView, cache_checks, gpus_check, hdf5_locking, output_checks
-from batchscore.engines import choose_backend, cpu_features, links_libstdcxx_statically
+from batchscore.engines import choose_backend
+from batchscore.engines.toolchain import cpu_features, links_libstdcxx_statically
 from batchscore.sources import list_items
 from conftest import PYTHON, ROOT, batchscore, mpi_env, write_job
 
