@@ -341,6 +341,7 @@ def score_shard(job: Job, plan: Plan, items: ItemTable, comm: MPI.Comm, stop: Gr
     device, stats.gpu_shared = (binding.index, binding.shared) if binding else (None, False)
     with _beside(gpu_decoder(plan.decode, job, device, comm.rank, cores, warm=items[:job.batch_size])) as opened:
         engine = open_engine(job, plan.backend, plan.model, threads, device, comm.rank)  # the decoder opens meanwhile
+        timeline.mark("engine_ready")
         gpu = opened()  # None: CPU decode
         stats.device = engine.device_name  # e.g. "cuda:1 <GPU name>": the bound GPU's index and name
         writer = PartWriter(job.output, plan.run_id, comm.rank)

@@ -6,20 +6,20 @@ the compute stream, and outputs come back asynchronously. In eager and cudagraph
 followed by a ReLU (or by a residual add and a ReLU) run as one cuDNN call each (`fuse_conv_relu`).
 Compile modes:
 
-- "eager": plain PyTorch; any batch size up to the job's, no start-up cost.
+- "eager": plain PyTorch; any batch size up to the job's.
 - "cudagraph": eager kernels captured once per buffer set and replayed (short final batch padded).
 - "compiled": an AOTInductor package (ONNX conversion, `torch.export` and `aoti_compile_and_package`
   in a child process, aoti_build.py), cached on disk under a key like a TensorRT plan's; one rank per
-  node builds, the others wait, and every rank loads it. Loading is one shared
-  library with the weights and kernels inside, in seconds: no ONNX conversion, no Dynamo, no Inductor
-  in the rank's process. It is linked by a compiler that leaves libstdc++ shared (`cxx_compiler`): a
+  node builds, the others wait, and every rank loads it. Loading is one shared library with the
+  weights and kernels inside: no ONNX conversion, no Dynamo, no Inductor in the rank's process. It is linked by a compiler that leaves libstdc++ shared (`cxx_compiler`): a
   copy of libstdc++ inside the wrapper made every load crash in `std::regex` (docs/dev/decisions/0010). It is
   also linked with `-Bsymbolic`, as every package measured so far was (the first workaround for that crash).
   Its runs are not captured in CUDA graphs (capture fails inside AOTInductor's runner).
 
 What the engine runs comes from its loader (torch_loaders.py): the converted module, read from the engine
 cache after the first start on a node, or the package; activation then only binds the GPU, allocates
-buffers, warms up and captures. `torch` is imported with this module, which is imported only when the torch backend is chosen.
+buffers, warms up and captures. `torch` is imported with this module, which is imported only when the
+torch backend is chosen.
 """
 
 from __future__ import annotations
