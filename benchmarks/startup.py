@@ -5,7 +5,7 @@ For each model the same small job is scored twice into fresh output folders, wit
 by both runs: the first run converts (or builds) and fills the cache, the second reads it, as a second job on the
 same node does. Reported per run: the engine's activation ("ready in", from the rank's log, with its steps),
 `engine_ready` from summary.json's timeline (from the start of the run, planning included), and the command's
-wall-clock time. Models: the sample model and a ResNet-50 with seeded weights (benchmarks/gpu/common.py).
+wall-clock and CPU time (the CPU time is the steadier figure on a busy machine). Models: the sample model and a ResNet-50 with seeded weights (benchmarks/gpu/common.py).
 
     python benchmarks/startup.py                                # backend torch (on the GPU where there is one)
     python benchmarks/startup.py --backend torch --rounds 3 --images 16
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -42,9 +43,11 @@ def score_once(model: Path, images: Path, cache: Path, work: Path, backend: str,
     cmd = [sys.executable, "-m", "batchscore", "score", "--input", str(images), "--model", str(model),
            "--output", str(out), "--backend", backend, "--batch-size", str(batch_size)]
     env = {**os.environ, "BATCHSCORE_CACHE": str(cache)}
-    start = time.perf_counter()
+    start, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     wall = time.perf_counter() - start
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-2000:]}")
     found = READY.search(proc.stderr + proc.stdout)
@@ -54,7 +57,7 @@ def score_once(model: Path, images: Path, cache: Path, work: Path, backend: str,
     steps = dict((name, float(s)) for name, s in re.findall(r"(\w+) ([\d.]+) s", found["steps"] or ""))
     shutil.rmtree(out)
     return {"ready_s": float(found["seconds"]), "engine_ready_timeline_s": timeline.get("engine_ready"),
-            "wall_s": round(wall, 2), "cache": found["cache"] or "none", "device": found["device"], "steps": steps}
+            "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "cache": found["cache"] or "none", "device": found["device"], "steps": steps}
 
 
 def main() -> None:
@@ -75,7 +78,7 @@ def main() -> None:
     models = {name: ROOT / "data" / "model.onnx" if name == "sample" else
               resnet50_onnx(args.work / "resnet50.onnx") if name == "resnet50" else Path(name) for name in args.models}
     results: dict = {"machine": machine(), "backend": args.backend, "command": " ".join(sys.argv), "models": {}}
-    print(f"{'model':<12} {'round':>5} {'start':<7} {'cache':<7} {'ready s':>8} {'timeline s':>10} {'wall s':>7}  steps")
+    print(f"{'model':<12} {'round':>5} {'start':<7} {'cache':<7} {'ready s':>8} {'timeline s':>10} {'wall s':>7} {'cpu s':>6}  steps")
     for name, model in models.items():
         runs: dict[str, list[dict]] = {"first": [], "second": []}
         for r in range(args.rounds):
@@ -85,7 +88,7 @@ def main() -> None:
                 runs[start].append(row)
                 steps = ", ".join(f"{k} {v:.2f}" for k, v in row["steps"].items())
                 print(f"{name:<12} {r:>5} {start:<7} {row['cache']:<7} {row['ready_s']:>8.2f} "
-                      f"{row['engine_ready_timeline_s']:>10.2f} {row['wall_s']:>7.2f}  {steps}", flush=True)
+                      f"{row['engine_ready_timeline_s']:>10.2f} {row['wall_s']:>7.2f} {row['cpu_s']:>6.2f}  {steps}", flush=True)
             shutil.rmtree(cache)
         results["models"][name] = {
             "path": str(model), "runs": runs,

@@ -91,7 +91,22 @@ def convert_onnx(model: Path) -> Converted:
         raise EngineError(f"onnx2torch cannot convert {model}: {exc}") from None
     reduced = {i.data_type for i in proto.graph.initializer} & set(ONNX_DTYPES) - {onnx.TensorProto.FLOAT}
     graph_dtype = ONNX_DTYPES[proto.graph.input[0].type.tensor_type.elem_type] if reduced else None
-    return Converted(net.eval(), graph_dtype)
+    return Converted(inlined(net.eval()), graph_dtype)
+
+
+def inlined(net: torch.fx.GraphModule) -> torch.nn.Module:
+    """The converted graph traced again through onnx2torch's own modules, so that only torch's remain (their
+    operations inlined, the same computation); `net` itself where that fails or onnx2torch is still referenced.
+
+    Why: a saved module that holds onnx2torch's classes imports onnx2torch (and the torchvision it imports) when
+    it is read, which took longer than reading the module; a module of torch's own classes reads without it."""
+    try:
+        flat = torch.fx.symbolic_trace(net)
+    except Exception:  # noqa: BLE001 - tracing any onnx2torch module may fail in its own way: keep the original
+        return net
+    used = [type(m).__module__ for m in flat.modules()] + [
+        getattr(n.target, "__module__", "") or "" for n in flat.graph.nodes if n.op == "call_function"]
+    return net if any(name.startswith("onnx2torch") for name in used) else flat.eval()
 
 
 def on_device(converted: Converted, dtype: torch.dtype, device: torch.device) -> Wrapped:
