@@ -86,6 +86,7 @@ def engine_start(cache: Path) -> dict:
             "e = create_engine('torch', Path(sys.argv[1]), EngineOptions(2, threads=1, cache_dir=Path(sys.argv[2])))"
             ".activate(); x = np.random.default_rng(0).standard_normal((2, 3, 224, 224), dtype=np.float32); "
             "print(json.dumps({'cache': e.cache_status, 'phases': e.start_phases, "
+            "'onnx2torch': 'onnx2torch' in sys.modules, "
             "'logits': e.infer(x)['logits'].tolist()}))")
     proc = subprocess.run([PYTHON, "-c", code, str(MODEL), str(cache)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -95,13 +96,14 @@ def engine_start(cache: Path) -> dict:
 @needs_torch
 def test_second_start_reads_the_converted_module_from_the_cache(tmp_path: Path) -> None:
     """The first start converts and stores the module; the second, in another process, reads that same file (its
-    bytes and sidecar untouched, no rebuild) and computes what ONNX Runtime does."""
+    bytes and sidecar untouched, no rebuild, onnx2torch not even imported) and computes what ONNX Runtime does."""
     first = engine_start(tmp_path)
     (entry,) = tmp_path.glob("torch-module-*.pt")
     sidecar = entry.with_name(entry.name + ".json")
     stamp = (entry.stat().st_mtime_ns, entry.stat().st_size, sidecar.read_text())
     second = engine_start(tmp_path)
     assert (first["cache"], second["cache"]) == ("built", "hit")
+    assert (first["onnx2torch"], second["onnx2torch"]) == (True, False)  # the stored module holds torch's classes
     assert (entry.stat().st_mtime_ns, entry.stat().st_size, sidecar.read_text()) == stamp
     assert len(list(tmp_path.glob("torch-module-*.pt"))) == 1 and not list(tmp_path.glob(".*tmp*"))
     session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
