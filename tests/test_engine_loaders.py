@@ -156,3 +156,22 @@ def test_no_engine_module_imports_the_runner_or_a_command() -> None:
             "'batchscore.doctor') or m.startswith('batchscore.commands')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+@needs_torch
+def test_converted_module_holds_only_torch_classes_and_keeps_its_fusable_chains(residual_onnx: Path) -> None:
+    """onnx2torch's modules are inlined (nothing of onnx2torch left to import when the module is read back), the
+    five convolution+ReLU chains are still found for cuDNN's fused calls, and the outputs are ONNX Runtime's."""
+    import torch
+
+    from batchscore.engines.torch_fuse import fuse_conv_relu
+    from batchscore.engines.torch_loaders import convert_onnx
+
+    converted = convert_onnx(residual_onnx)
+    assert not [type(m) for m in converted.net.modules() if type(m).__module__.startswith("onnx2torch")]
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224), dtype=np.float32)
+    session = ort.InferenceSession(str(residual_onnx), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        np.testing.assert_allclose(converted.net(torch.from_numpy(x)).numpy(), session.run(None, {"input": x})[0],
+                                   atol=1e-5)
+    assert fuse_conv_relu(converted.net) == 5
