@@ -95,6 +95,7 @@ class Engine:
         self.input_shape: tuple[int | str, ...] = ()
         self.output_names: list[str] = []
         self.device_name = "cpu"
+        self.start_phases: dict[str, float] = {}  # seconds per start step (adapter import, activation steps)
         self.note = ""  # what activation chose that the rank's log should say (the torch adapter: what it fused)
         self.infer_seconds = 0.0
         # Parts of infer_seconds that a GPU adapter spent copying in and out (it adds to them).
@@ -231,4 +232,8 @@ def create_engine(backend: str, model: Path, options: EngineOptions,
                   loader: Callable[[], object] | None = None) -> Engine:
     """An (inactive) engine of the named backend, run from `loader` (default: the backend's own for `model`);
     EngineError names the missing package."""
-    return _adapter(backend)(model, options, loader)
+    start = time.perf_counter()
+    adapter = _adapter(backend)  # imports the adapter's packages (torch: seconds) on first use in the process
+    engine = adapter(model, options, loader)
+    engine.start_phases["import"] = round(time.perf_counter() - start, 3)
+    return engine

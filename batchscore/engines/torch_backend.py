@@ -108,7 +108,6 @@ class TorchEngine(Engine):
             torch.set_num_threads(o.threads)
         if self.device.type == "cpu" and o.compile != "eager":
             raise EngineError(f"compile = {o.compile!r} needs a GPU and none is bound to this rank; use 'eager'")
-        self.start_phases: dict[str, float] = {}  # seconds per activation step: where a slow start goes
         with self._phase("inspect"):
             info = inspect_model(self.model)
         self.input_name, self.input_shape = info.input_name, info.input_shape
