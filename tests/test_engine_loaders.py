@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 
 from batchscore.config import ConfigError, load_job
-from batchscore.engines import (EngineOptions, Outputs, TopK, choose_backend, create_engine, installed, prebuild,
+from batchscore.engines import (EngineOptions, Outputs, TopK, create_engine, installed, prebuild,
                                 resolve)
 from batchscore.runner import batch_topk, topk
 from conftest import PYTHON, ROOT, batchscore, write_job
