@@ -64,7 +64,7 @@ class EngineOptions:
     """What every adapter may use: batch size for buffers/profiles, CPU threads, GPU index.
 
     GPU adapters also use the precision to run at, the compile mode ("eager", "cudagraph",
-    "compiled") and the folder where built plans/compiled artifacts are cached (None: default).
+    "compiled") and the engine cache folder (plans, packages, converted modules; None: the default).
     top_k > 0 lets an adapter compute the first output's top-k on its GPU (`Outputs.topk`), so the rank's
     loop does not (the torch adapter on a GPU does; others leave it to the loop).
     """
