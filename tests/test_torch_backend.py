@@ -41,7 +41,7 @@ def test_cpu_eager_agrees_with_onnxruntime(tmp_path: Path, variant: str, tol: fl
     import torch
 
     torch.set_num_threads(1)  # as under mpirun, which starts torch with one thread: the engine sets its own
-    with create_engine("torch", model, EngineOptions(4, threads=2)) as engine:
+    with create_engine("torch", model, EngineOptions(4, threads=2, cache_dir=tmp_path / "cache")) as engine:
         assert engine.device_name == "cpu" and engine.output_names == ["logits"]
         assert torch.get_num_threads() == 2
         got = [o["logits"] for o in engine.infer_iter(batches)]
@@ -64,7 +64,7 @@ def qdq_model(path: Path) -> Path:
 
 
 def test_quantized_model_is_refused_with_what_to_use(tmp_path: Path) -> None:
-    engine = create_engine("torch", qdq_model(tmp_path / "int8.onnx"), EngineOptions(4))
+    engine = create_engine("torch", qdq_model(tmp_path / "int8.onnx"), EngineOptions(4, cache_dir=tmp_path))
     with pytest.raises(EngineError, match="QuantizeLinear.*onnx2torch does not convert.*'tensorrt' or 'onnxruntime'"):
         engine.activate()
 
