@@ -20,7 +20,7 @@ from mpi4py import MPI
 
 from .comm import cores_for_rank, log, placement
 from .config import ConfigError, Job
-from .engines import EngineOptions, choose_backend, create_engine, require_packages
+from .engines import EngineOptions, create_engine, resolve
 from .model import ModelError, class_names, inspect_model
 from .decode.cpu import CpuDecoder, decode_executor
 from .pipeline import batches
@@ -205,9 +205,8 @@ def _prepare(job: Job, precisions: list[str]) -> tuple[dict[str, Path], list[Ite
 def run_accuracy(job: Job, precisions: list[str], json_path: Path | None, comm: MPI.Comm) -> dict | None:
     """The accuracy table over all ranks; rank 0 prints it, writes the JSON and returns it."""
     precisions = [REFERENCE] + [p for p in dict.fromkeys(precisions) if p != REFERENCE]
-    job = job.settled(gpu=False)  # `predict` runs its engines on the CPU
-    backend, _ = choose_backend(job.backend)
-    require_packages(backend)  # before any variant is built
+    resolved = resolve(job, gpu=False)  # before any variant is built; `predict` runs its engines on the CPU
+    backend, job = resolved.backend, resolved.job
     models, items, labels, calibration = on_root(comm, _prepare, job, precisions)
     where = placement(comm)
     cores = cores_for_rank(where.local_size)

@@ -29,7 +29,7 @@ from mpi4py import MPI
 from . import __version__
 from .comm import cores_for_rank, log, placement
 from .config import ConfigError, Job
-from .engines import GPU_BACKENDS, EngineOptions, choose_backend, create_engine, require_packages, runs_on_gpu
+from .engines import GPU_BACKENDS, EngineOptions, create_engine, resolve
 from .model import ModelError, inspect_model, model_sha256
 
 _OOM = re.compile(r"out ?of ?memory|failed to allocate|cudaErrorMemoryAllocation", re.IGNORECASE)
@@ -226,9 +226,8 @@ def run_bench(job: Job, precisions: Sequence[str], sizes: Sequence[int], warmup:
     `read_baseline`; points without one are measured on rank 0 alone."""
     if not job.model.is_file():
         raise ConfigError(f"model not found: {job.model}")
-    backend, _ = choose_backend(job.backend)
-    require_packages(backend)
-    job = job.settled(runs_on_gpu(backend))
+    resolved = resolve(job)
+    backend, job = resolved.backend, resolved.job
     threads = job.threads or cores_for_rank(placement(comm).local_size)
     settings = Settings(job.model, backend, tuple(dict.fromkeys(precisions)), tuple(sizes), warmup, repeats,
                         threads, job.compile, job.cache_dir, job.share_gpus)

@@ -174,7 +174,8 @@ KEY_HELP: dict[str, str] = {
     "output": "results folder: scores.h5, summary.json, and the part files of an unfinished run",
     "batch_size": f"images per inference call; 0: {GPU_BATCH} where the engine runs on a GPU, {CPU_BATCH} on the CPU",
     "top_k": "classes kept per image, best first",
-    "backend": "inference engine: auto picks tensorrt, else torch on a GPU, else onnxruntime",
+    "backend": "inference engine: auto picks torch on a GPU, else onnxruntime; tensorrt runs only when named "
+               "and is unverified (never executed on the project's machines)",
     "precision": "fp32, or an fp16/int8 variant built from the model on first use and cached",
     "save_outputs": "model outputs to keep in full in scores.h5 (outputs/NAME); true keeps all",
     "classes": "text file of class names, one a line, stored with the scores",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import onnx
@@ -33,10 +34,25 @@ def _dims(value_info: onnx.ValueInfoProto) -> tuple[int | str, ...]:
                  for d in value_info.type.tensor_type.shape.dim)
 
 
-def inspect_model(path: Path) -> ModelInfo:
-    """Read the graph's inputs/outputs and metadata without loading weights."""
+def _stamp(path: Path) -> tuple[str, int, int]:
+    """The file as it is now (path, modification time, size): what the memoised readers below are keyed by."""
     if not path.is_file():
         raise ModelError(f"model not found: {path} (set 'model' in the job file or pass --model)")
+    stat = path.stat()
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
+def inspect_model(path: Path) -> ModelInfo:
+    """Read the graph's inputs/outputs and metadata without loading weights.
+
+    Memoised per file version: planning, the engine and its loader's cache key each ask, and a large model's
+    graph takes a noticeable part of a second to parse."""
+    return _inspect(*_stamp(Path(path)))
+
+
+@lru_cache(maxsize=8)
+def _inspect(name: str, mtime_ns: int, size: int) -> ModelInfo:
+    path = Path(name)
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others for non-ONNX files
@@ -69,11 +85,15 @@ def class_names(path: Path | None, metadata: dict[str, str]) -> list[str]:
 def model_sha256(path: Path, info: ModelInfo | None = None) -> str:
     """SHA-256 over the model file and its external-data files, so a change of weights changes it.
 
-    Pass the `inspect_model` result when the caller has it, so the graph is not parsed twice.
-    """
+    Memoised per version of those files: planning and the engine's cache keys ask for it in one process."""
     info = info or inspect_model(path)
+    return _sha256(tuple(_stamp(Path(file)) for file in (path, *info.external_files)))
+
+
+@lru_cache(maxsize=8)
+def _sha256(files: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for file in (path, *info.external_files):
+    for file, _, _ in files:
         with open(file, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)

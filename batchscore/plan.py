@@ -24,7 +24,7 @@ import numpy as np
 from .accuracy import gate
 from .comm import log
 from .config import ConfigError, Job, differences
-from .engines import choose_backend, require_packages, runs_on_gpu
+from .engines import Outputs, resolve
 from .decode.gpu import choose_decode
 from .h5lock import check_locking, is_lock_error, lock_advice
 from .incremental import INDEX, Changes, plan_changes
@@ -64,9 +64,9 @@ class Plan:
     todo: ItemTable | None = None  # rank 0, until split: the items still to score
     keys: np.ndarray | None = None  # rank 0: every key of the run, sorted (writer.key_array)
 
-    def empty_outputs(self) -> dict[str, np.ndarray]:
+    def empty_outputs(self) -> Outputs:
         """Zero-row outputs for a batch in which no image decoded."""
-        return {name: np.empty((0, *shape), np.float32) for name, shape in self.output_shapes.items()}
+        return Outputs({name: np.empty((0, *shape), np.float32) for name, shape in self.output_shapes.items()})
 
 
 @dataclass
@@ -182,13 +182,12 @@ def model_outputs_fit_the_job(d: Draft) -> None:
 
 def backend_can_run_it(d: Draft) -> None:
     """The backend (`auto` resolved), the job settled for its device, its precision, decode mode and packages."""
-    d.backend, d.backend_reason = choose_backend(d.job.backend)
-    d.job = d.job.settled(runs_on_gpu(d.backend))
+    resolved = resolve(d.job)  # ConfigError where the backend's packages are missing
+    d.backend, d.backend_reason, d.job = resolved.backend, resolved.reason, resolved.job
     if d.backend == "torch" and d.job.precision == "int8":
         raise ConfigError("the torch backend cannot run INT8 (Q/DQ) models (onnx2torch has no quantized ops); "
                           "use backend = 'tensorrt' or 'onnxruntime' for int8, or precision = 'fp16'")
     d.decode, d.decode_reason = choose_decode(d.job.decode, d.backend, d.job.gpu_decoder)
-    require_packages(d.backend)
 
 
 def input_has_images(d: Draft) -> None:

@@ -21,7 +21,7 @@ from mpi4py import MPI
 from . import __version__
 from .comm import Progress, cores_for_rank, log, placement
 from .config import ConfigError, Job
-from .engines import GPU_BACKENDS, TOPK_INDEX, TOPK_SCORE, Engine, EngineOptions, create_engine
+from .engines import GPU_BACKENDS, Engine, EngineOptions, Outputs, create_engine
 from .gpu import GpuBinding, bind_gpu
 from .decode.cpu import CpuDecoder, decode_executor
 from .decode.gpu import GpuDecoder, default_workers, open_gpu_decoder
@@ -81,11 +81,11 @@ def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx.astype(np.int32), np.take_along_axis(prob, idx, axis=1)
 
 
-def batch_topk(outputs: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batch's top-k: the one its engine computed on the GPU (TOPK_INDEX/TOPK_SCORE, taken out of `outputs`),
-    else `topk` of its first output here."""
-    if TOPK_INDEX in outputs:
-        return outputs.pop(TOPK_INDEX), outputs.pop(TOPK_SCORE)
+def batch_topk(outputs: Outputs, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's top-k: the one its engine computed on its device (`outputs.topk`), else `topk` of its first
+    output here."""
+    if outputs.topk is not None:
+        return outputs.topk.index, outputs.topk.score
     return topk(next(iter(outputs.values())), k)
 
 
@@ -97,7 +97,7 @@ def _expand(batch: Batch, values: np.ndarray, fill: float) -> np.ndarray:
 
 
 def scored(engine: Engine, decoded: Iterable[Batch],
-           empty: Callable[[], dict[str, np.ndarray]]) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
+           empty: Callable[[], Outputs]) -> Iterator[tuple[Batch, Outputs]]:
     """(batch, outputs) in order, through `infer_iter` so a GPU engine copies batch i+1 in while batch i
     computes; a batch in which no image decoded skips the engine and gets `empty()` outputs.
 
@@ -141,8 +141,9 @@ def open_engine(job: Job, backend: str, model: Path, threads: int, device: int |
     start = time.perf_counter()
     engine = create_engine(backend, model, options).activate()
     steps = ", ".join(f"{name} {s:.2f} s" for name, s in getattr(engine, "start_phases", {}).items())
+    cache = f"; engine cache {engine.cache_status}" if engine.cache_status != "none" else ""
     log(rank, f"{backend} engine on {engine.device_name} ready in {time.perf_counter() - start:.2f} s"
-              f"{f' ({steps})' if steps else ''}{f'; {engine.note}' if engine.note else ''}")
+              f"{f' ({steps})' if steps else ''}{cache}{f'; {engine.note}' if engine.note else ''}")
     return engine
 
 
@@ -178,6 +179,7 @@ def score_shard(job: Job, plan: Plan, items: ItemTable, comm: MPI.Comm, stop: Gr
     device, stats.gpu_shared = (binding.index, binding.shared) if binding else (None, False)
     with _beside(open_gpu_decoder(plan.decode, job, device, comm.rank, cores, warm=items[:job.batch_size])) as opened:
         engine = open_engine(job, plan.backend, plan.model, threads, device, comm.rank)  # the decoder opens meanwhile
+        timeline.mark("engine_ready")
         gpu = opened()  # None: CPU decode
         stats.device = engine.device_name  # e.g. "cuda:1 <GPU name>": the bound GPU's index and name
         writer = PartWriter(job.output, plan.run_id, comm.rank)

@@ -18,7 +18,8 @@ from batchscore.comm import cores_for_rank
 from batchscore.doctor.job import cache_checks, hdf5_locking, output_checks
 from batchscore.doctor.ranks import RankView, gpus_check
 from batchscore.enginecache import EngineCache
-from batchscore.engines import choose_backend, cpu_features, links_libstdcxx_statically
+from batchscore.engines import choose_backend
+from batchscore.engines.toolchain import cpu_features, links_libstdcxx_statically
 from batchscore.sources import list_items
 from conftest import PYTHON, ROOT, batchscore, mpi_env, write_job
 

@@ -16,7 +16,7 @@ from conftest import MPIEXEC, PYTHON, batchscore, mpi_env, write_job
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path, model: Path) -> dict[int, Path]:
-    """The same job scored with 1, 2 and 4 ranks: two decode threads, two decode processes (decodeprocs.py) and
+    """The same job scored with 1, 2 and 4 ranks: two decode threads, two decode processes (decode/procs.py) and
     decode threads sized from the cores, a rank."""
     root = tmp_path_factory.mktemp("ranks")
     out = {}

@@ -41,7 +41,7 @@ def test_cpu_eager_agrees_with_onnxruntime(tmp_path: Path, variant: str, tol: fl
     import torch
 
     torch.set_num_threads(1)  # as under mpirun, which starts torch with one thread: the engine sets its own
-    with create_engine("torch", model, EngineOptions(4, threads=2)) as engine:
+    with create_engine("torch", model, EngineOptions(4, threads=2, cache_dir=tmp_path / "cache")) as engine:
         assert engine.device_name == "cpu" and engine.output_names == ["logits"]
         assert torch.get_num_threads() == 2
         got = [o["logits"] for o in engine.infer_iter(batches)]
@@ -64,7 +64,7 @@ def qdq_model(path: Path) -> Path:
 
 
 def test_quantized_model_is_refused_with_what_to_use(tmp_path: Path) -> None:
-    engine = create_engine("torch", qdq_model(tmp_path / "int8.onnx"), EngineOptions(4))
+    engine = create_engine("torch", qdq_model(tmp_path / "int8.onnx"), EngineOptions(4, cache_dir=tmp_path))
     with pytest.raises(EngineError, match="QuantizeLinear.*onnx2torch does not convert.*'tensorrt' or 'onnxruntime'"):
         engine.activate()
 
@@ -88,7 +88,7 @@ def test_package_is_built_in_a_child_linked_symbolic_and_reproduces_the_module(t
     and the loaded model computes what the module does."""
     import torch
 
-    from batchscore.engines.torch_backend import build_package, load_aoti
+    from batchscore.engines.torch_loaders import build_package, load_aoti
 
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
@@ -112,7 +112,7 @@ def test_package_is_built_in_a_child_linked_symbolic_and_reproduces_the_module(t
 def test_failed_package_build_is_an_engine_error_and_its_child_starts_no_mpi(tmp_path: Path) -> None:
     """The build's child process imports nothing that starts MPI (it runs under an MPI rank), and its failure
     reaches the rank as an EngineError that names the model, the exit and the fix."""
-    from batchscore.engines.torch_backend import build_package
+    from batchscore.engines.torch_loaders import build_package
 
     check = "import sys, batchscore.engines.aoti_build; sys.exit('mpi4py' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", check]).returncode == 0
@@ -129,7 +129,7 @@ def test_package_that_does_not_load_is_deleted_and_the_build_fails(tmp_path: Pat
     link time only) fails the build's check in a fresh process, with the loader's reason, and is not kept."""
     import torch
 
-    from batchscore.engines.torch_backend import build_package
+    from batchscore.engines.torch_loaders import build_package
 
     link_only = tmp_path / "link-only"
     link_only.mkdir()
@@ -174,7 +174,7 @@ def test_fused_conv_relu_chains_compute_what_the_graph_did() -> None:
     import torch
     from conftest import residual_net
 
-    from batchscore.engines.torch_backend import ConvReLU, fuse_conv_relu
+    from batchscore.engines.torch_fuse import ConvReLU, fuse_conv_relu
 
     net = residual_net()
     graph = torch.fx.symbolic_trace(net)
@@ -192,7 +192,7 @@ def test_chains_whose_parts_have_other_uses_are_not_fused() -> None:
     """A convolution whose output is also used elsewhere must still be computed on its own: left as it is."""
     import torch
 
-    from batchscore.engines.torch_backend import fuse_conv_relu
+    from batchscore.engines.torch_fuse import fuse_conv_relu
 
     class Net(torch.nn.Module):
         def __init__(self) -> None:
@@ -217,7 +217,7 @@ def test_a_fused_chain_takes_only_a_sum_of_the_convolutions_own_shape() -> None:
     checks of z, the input stands in for a GPU tensor by its shape and type, all that they read of it.)"""
     import torch
 
-    from batchscore.engines.torch_backend import ConvReLU
+    from batchscore.engines.torch_fuse import ConvReLU
 
     fused = ConvReLU(torch.nn.Conv2d(3, 4, 3, stride=2, padding=1))
     x = torch.randn(2, 3, 9, 9)

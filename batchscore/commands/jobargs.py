@@ -40,9 +40,8 @@ def add_job_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                    help="images per inference call on each rank (scores do not depend on it); 0, the "
                         "default: 256 on a GPU, 32 on the CPU")
     g.add_argument("--backend", choices=BACKENDS,
-                   help="inference engine: onnxruntime (CPU), torch (PyTorch on the rank's GPU), tensorrt; "
-                        "auto = tensorrt where installed with a GPU, else torch where PyTorch sees a GPU, "
-                        "else onnxruntime")
+                   help="inference engine: onnxruntime (CPU), torch (PyTorch on the rank's GPU), tensorrt "
+                        "(unverified: only when named); auto = torch where PyTorch sees a GPU, else onnxruntime")
     g.add_argument("--precision", choices=PRECISIONS,
                    help="fp16/int8: score a variant of the FP32 model, built once and cached (int8 calibrated "
                         "on the input and checked against fp32); a model made by `quantize` is scored at the "

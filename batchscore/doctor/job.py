@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..config import ConfigError, load_job
 from ..enginecache import EngineCache, default_cache_dir
-from ..engines import ENGINE_KINDS, EngineError, EngineOptions, cpu_features, create_engine, cxx_compiler
+from ..engines import ENGINE_KINDS, EngineError, EngineOptions, create_engine
+from ..engines.toolchain import cpu_features, cxx_compiler
 from ..gpu import driver_version, nvidia_smi
 from ..h5lock import check_locking, filesystem_type
 from ..model import ModelError, inspect_model

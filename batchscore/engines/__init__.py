@@ -1,27 +1,30 @@
-"""Inference engines behind one small interface.
+"""Inference engines behind one small interface: loaders build or load, engines run.
 
 An engine has a fixed lifecycle (`activate` → `infer`* → `deactivate`, or use it as a context
 manager) kept in this base class: state checks, input validation and per-batch timing live here,
-adapters override only the `_activate`/`_infer`/`_deactivate` hooks. Adapters are imported by
-name on demand, so `tensorrt`, `pycuda` and `torch` are needed only by the backend that uses them.
+adapters override only the `_activate`/`_infer`/`_deactivate` hooks. What an engine runs comes from a
+loader handed to it (loaders.py, as Polygraphy's `TrtRunner(EngineFromNetwork(...))`): a cheap callable
+that builds or loads the session, module, package or plan, through the engine cache where building is
+slow, so that `build` calls loaders only and activation is short. Adapters are imported by name on
+demand, so `tensorrt`, `pycuda` and `torch` are needed only by the backend that uses them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
+
+from .choice import (BACKEND_PACKAGES, GPU_BACKENDS, UNVERIFIED, Resolved, choose_backend, installed,
+                     require_packages, resolve, runs_on_gpu)
+
+__all__ = ["BACKEND_PACKAGES", "GPU_BACKENDS", "UNVERIFIED", "Engine", "EngineError", "EngineOptions", "Outputs",
+           "Resolved", "TopK", "choose_backend", "create_engine", "installed", "prebuild", "require_packages",
+           "resolve", "runs_on_gpu"]
 
 #: backend name -> "module:Class", imported only when chosen.
 ADAPTERS = {
@@ -29,96 +32,27 @@ ADAPTERS = {
     "torch": "batchscore.engines.torch_backend:TorchEngine",
     "tensorrt": "batchscore.engines.tensorrt_backend:TensorRTEngine",
 }
-#: backends that drive a GPU: each rank binds one before creating its engine.
-GPU_BACKENDS = frozenset({"torch", "tensorrt"})
 #: the kinds of engine-cache entry this version builds and loads (the key's "kind"); others are leftovers
-TENSORRT_KIND, TORCH_KIND = "tensorrt-plan", "torch-aoti"
-ENGINE_KINDS = frozenset({TENSORRT_KIND, TORCH_KIND})
-#: output names under which an engine built with EngineOptions.top_k returns the first output's top-k (softmax
-#: probabilities, best first, ties in class order) when it computed them on its device (runner.batch_topk)
-TOPK_INDEX, TOPK_SCORE = "__topk_index__", "__topk_score__"
-#: the packages each backend imports (what `auto` looks for, and what doctor says is missing)
-BACKEND_PACKAGES = {"tensorrt": ("tensorrt", "pycuda"), "torch": ("torch", "onnx2torch"),
-                    "onnxruntime": ("onnxruntime",)}
-#: what to add after the pip command for a package a requested backend lacks
-PIP_NOTES = {"torch": " (torch: the build for your CUDA, see pytorch.org)"}
-
-
-#: a translation unit that needs libstdc++'s locale code, as the package's wrapper (std::regex) does
-LIBSTDCXX_PROBE = "#include <locale>\nbool probe() { return std::has_facet<std::ctype<char>>(std::locale()); }\n"
+TENSORRT_KIND, TORCH_KIND, TORCH_MODULE_KIND = "tensorrt-plan", "torch-aoti", "torch-module"
+ENGINE_KINDS = frozenset({TENSORRT_KIND, TORCH_KIND, TORCH_MODULE_KIND})
 
 
 @dataclass(frozen=True)
-class Compiler:
-    """The C++ compiler that links a compiled torch package, and why it was chosen."""
+class TopK:
+    """The first output's k best classes per row, best first (equal probabilities in class order), as an
+    engine computed them on its device: int32 class indices and float32 softmax probabilities, (rows, k) each."""
 
-    name: str  # as asked for: $CXX, g++ or c++
-    path: str | None  # None: not on PATH
-    static_libstdcxx: bool | None = None  # whether it copies libstdc++ into the libraries it links; None: unknown
-    note: str = ""  # compilers passed over, or the risk of the one chosen; said where the compiler is reported
-
-
-def links_libstdcxx_statically(path: str) -> bool | None:
-    """Whether the compiler at `path` puts libstdc++ itself into a shared library it links (as a wrapper script
-    adding -static-libstdc++ does); None where that cannot be told (no nm, or the probe does not build)."""
-    nm = shutil.which("nm")
-    if nm is None:
-        return None
-    with tempfile.TemporaryDirectory(prefix="batchscore-cxx-probe-") as folder:
-        source, library = Path(folder, "probe.cpp"), Path(folder, "probe.so")
-        source.write_text(LIBSTDCXX_PROBE)
-        try:
-            subprocess.run([path, "-shared", "-fPIC", "-o", str(library), str(source)], capture_output=True,
-                           timeout=120, check=True)
-            symbols = subprocess.run([nm, "-D", "--defined-only", str(library)], capture_output=True, text=True,
-                                     timeout=60, check=True).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-    return "_ZNSt6locale7classicEv" in symbols  # std::locale::classic(), defined in libstdc++ itself
+    index: np.ndarray
+    score: np.ndarray
 
 
-def cxx_compiler() -> Compiler:
-    """$CXX, g++ or c++: the first that links libstdc++ as a shared library, else the first found.
+class Outputs(dict):
+    """An engine's outputs of one batch, host arrays by output name, and the top-k if the engine computed it
+    (EngineOptions.top_k; None: the caller computes it from the first output)."""
 
-    The package's wrapper library uses std::regex, hence libstdc++'s locale code. A compiler that copies
-    libstdc++ into it (some sites' $CXX is such a wrapper) gave a library with its own locale state beside
-    the process's, and every package built so crashed on load in std::regex; the system g++ on the same
-    machines gave packages that loaded (docs/dev/decisions/0010).
-    """
-    found, cxx = [], os.environ.get("CXX")
-    missing = [f"CXX={cxx} is not on PATH"] if cxx and not shutil.which(cxx) else []
-    for name in dict.fromkeys(filter(None, (cxx, "g++", "c++"))):
-        path = shutil.which(name)
-        if path and os.path.realpath(path) not in {os.path.realpath(c.path) for c in found}:
-            found.append(Compiler(name, path, links_libstdcxx_statically(path)))
-            if found[-1].static_libstdcxx is False:
-                break
-    if not found:
-        return Compiler(cxx or "g++", None)
-    chosen = found[-1] if found[-1].static_libstdcxx is False else found[0]
-    passed = [f"not {c.path}: " + ("it links libstdc++ statically" if c.static_libstdcxx else "its probe did not link")
-              for c in found[:found.index(chosen)]]
-    risk = ["it links libstdc++ statically: its packages may crash on load (the build's load check catches that)"
-            ] if chosen.static_libstdcxx else []
-    return Compiler(chosen.name, chosen.path, chosen.static_libstdcxx, "; ".join(missing + passed + risk))
-
-
-def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """This CPU's instruction-set flags, hashed, for the torch package's cache key (doctor compares it too):
-    Inductor compiles the wrapper with -march=native, so a node with other flags builds its own package
-    instead of loading one that may use instructions its CPU lacks (a crash no error handling catches)."""
-    try:
-        flags = next((line.split(":", 1)[1] for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16] if flags else \
-        f"{platform.machine()} {platform.processor()}"
-
-
-def installed(backend: str) -> bool:
-    """Whether every package the backend imports is installed (found, not imported)."""
-    return all(find_spec(package) for package in BACKEND_PACKAGES[backend])
+    def __init__(self, arrays: dict[str, np.ndarray] | Iterable = (), topk: TopK | None = None) -> None:
+        super().__init__(arrays)
+        self.topk = topk
 
 
 class EngineError(RuntimeError):
@@ -130,9 +64,9 @@ class EngineOptions:
     """What every adapter may use: batch size for buffers/profiles, CPU threads, GPU index.
 
     GPU adapters also use the precision to run at, the compile mode ("eager", "cudagraph",
-    "compiled") and the folder where built plans/compiled artifacts are cached (None: default).
-    top_k > 0 lets an adapter compute the first output's top-k on its GPU (TOPK_INDEX, TOPK_SCORE), so the
-    rank's loop does not (the torch adapter on a GPU does; others leave it to the loop).
+    "compiled") and the engine cache folder (plans, packages, converted modules; None: the default).
+    top_k > 0 lets an adapter compute the first output's top-k on its GPU (`Outputs.topk`), so the rank's
+    loop does not (the torch adapter on a GPU does; others leave it to the loop).
     """
 
     batch_size: int = 32
@@ -145,26 +79,50 @@ class EngineOptions:
 
 
 class Engine:
-    """Base class: one model, one device, run batch by batch."""
+    """Base class: one model, one device, run batch by batch, from what its loader gives on activation."""
 
     name = "engine"
     #: whether `infer`/`infer_iter` also take a batch already on the engine's GPU (a torch CUDA tensor)
     device_batches = False
 
-    def __init__(self, model: Path, options: EngineOptions = EngineOptions()) -> None:
+    def __init__(self, model: Path, options: EngineOptions = EngineOptions(),
+                 loader: Callable[[], object] | None = None) -> None:
         self.model = Path(model)
         self.options = options
+        self.loader = loader if loader is not None else self.default_loader(self.model, options)
         self.active = False
         self.input_name = ""
         self.input_shape: tuple[int | str, ...] = ()
         self.output_names: list[str] = []
         self.device_name = "cpu"
+        self.start_phases: dict[str, float] = {}  # seconds per start step (adapter import, activation steps)
         self.note = ""  # what activation chose that the rank's log should say (the torch adapter: what it fused)
         self.infer_seconds = 0.0
         # Parts of infer_seconds that a GPU adapter spent copying in and out (it adds to them).
         self.h2d_seconds = 0.0
         self.d2h_seconds = 0.0
         self.batches = 0
+
+    @staticmethod
+    def default_loader(model: Path, options: EngineOptions) -> Callable[[], object]:
+        """The loader this adapter runs `model` from, for these options (what `loader()` returns)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def prebuild(loader: Callable[[], object]) -> None:
+        """Call `loader` outside any engine, as `build` does (an adapter whose loader needs more overrides it)."""
+        loader()
+
+    @property
+    def cache_status(self) -> str:
+        """How the loader got what this engine runs: the engine cache's "hit", "waited", "built", "rebuilt",
+        or "none" where nothing is cached."""
+        return getattr(self.loader, "status", "none")
+
+    @property
+    def setup_seconds(self) -> float:
+        """Seconds the loader spent building or loading (waiting included)."""
+        return getattr(self.loader, "seconds", 0.0)
 
     def stage_seconds(self) -> dict[str, float]:
         """Host→device, compute and device→host seconds so far, for the per-stage report."""
@@ -189,7 +147,7 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.deactivate()
 
-    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def infer(self, batch: np.ndarray) -> Outputs:
         """Run one batch (N, C, H, W) float32, N ≤ batch_size; returns host arrays by output name."""
         self._check(batch)
         start = time.perf_counter()
@@ -198,7 +156,7 @@ class Engine:
         self.batches += 1
         return outputs
 
-    def infer_iter(self, batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    def infer_iter(self, batches: Iterable[np.ndarray]) -> Iterator[Outputs]:
         """Outputs of each batch, in order; GPU adapters copy batch i+1 in while batch i computes.
 
         A batch may also be on the GPU already (GPU decode) where the adapter has `device_batches`.
@@ -234,7 +192,7 @@ class Engine:
     def _activate(self) -> None:
         raise NotImplementedError
 
-    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def _infer(self, batch: np.ndarray) -> Outputs:
         """One batch, start to finish; asynchronous adapters define it as `_collect(_submit(batch))`."""
         raise NotImplementedError
 
@@ -242,15 +200,14 @@ class Engine:
         """Start a batch and return a token for `_collect`; by default runs it to the end at once."""
         return self._infer(batch)
 
-    def _collect(self, token: object) -> dict[str, np.ndarray]:
+    def _collect(self, token: object) -> Outputs:
         return token  # type: ignore[return-value] - the default token is the outputs
 
     def _deactivate(self) -> None:
         """Free what `_activate` built; nothing by default."""
 
 
-def create_engine(backend: str, model: Path, options: EngineOptions) -> Engine:
-    """An (inactive) engine of the named backend; EngineError names the missing package."""
+def _adapter(backend: str) -> type[Engine]:
     try:
         module_name, cls_name = ADAPTERS[backend].split(":")
     except KeyError:
@@ -259,51 +216,24 @@ def create_engine(backend: str, model: Path, options: EngineOptions) -> Engine:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise EngineError(f"backend {backend!r} needs a package that is not installed: {exc}") from None
-    return getattr(module, cls_name)(model, options)
+    return getattr(module, cls_name)
 
 
-def runs_on_gpu(backend: str) -> bool:
-    """Whether `backend`'s engines will run on a GPU here (a GPU backend and a visible GPU), without importing torch."""
-    from ..gpu import visible_gpu_count
-
-    return backend in GPU_BACKENDS and visible_gpu_count() > 0
-
-
-def require_packages(backend: str) -> None:
-    """ConfigError naming the packages `backend` needs that are not installed, and the pip command.
-
-    Found, not imported: called while planning, before anything is written.
-    """
-    missing = [package for package in BACKEND_PACKAGES[backend] if not find_spec(package)]
-    if missing:
-        from ..config import ConfigError
-
-        raise ConfigError(f"backend '{backend}' needs {' and '.join(missing)}, not installed here: pip install "
-                          f"{' '.join(missing)}{''.join(PIP_NOTES.get(m, '') for m in missing)}, "
-                          "or set backend = \"onnxruntime\"")
+def prebuild(backend: str, model: Path, options: EngineOptions) -> Callable[[], object]:
+    """Build (or find) the cache entry the named backend's engine would load for `options`, running nothing;
+    returns the loader called, whose `status` and `seconds` say how it went."""
+    adapter = _adapter(backend)
+    called = adapter.default_loader(Path(model), options)
+    adapter.prebuild(called)
+    return called
 
 
-def choose_backend(requested: str) -> tuple[str, str]:
-    """Resolve "auto" to a concrete backend; returns (backend, reason) for the summary."""
-    if requested != "auto":
-        return requested, "requested in the job"
-    from ..gpu import visible_gpu_count
-
-    gpus = visible_gpu_count()
-    if gpus and installed("tensorrt"):
-        return "tensorrt", f"auto: TensorRT and pycuda installed, {gpus} GPU(s) visible"
-    why = "no GPU visible" if not gpus else "TensorRT/pycuda not installed"
-    if installed("torch"):
-        from .torch_backend import cuda_available  # imports torch: only when it may be the answer
-
-        if cuda_available():
-            return "torch", f"auto: {why}; PyTorch sees a GPU"
-        why += ", PyTorch sees no GPU"
-    else:
-        why += ", PyTorch/onnx2torch not installed"
-    import onnxruntime
-
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        return "onnxruntime", (f"auto: {why}; ONNX Runtime (its CUDA provider is installed, "
-                               "but the onnxruntime backend runs on the CPU)")
-    return "onnxruntime", f"auto: {why}; ONNX Runtime on the CPU"
+def create_engine(backend: str, model: Path, options: EngineOptions,
+                  loader: Callable[[], object] | None = None) -> Engine:
+    """An (inactive) engine of the named backend, run from `loader` (default: the backend's own for `model`);
+    EngineError names the missing package."""
+    start = time.perf_counter()
+    adapter = _adapter(backend)  # imports the adapter's packages (torch: seconds) on first use in the process
+    engine = adapter(model, options, loader)
+    engine.start_phases["import"] = round(time.perf_counter() - start, 3)
+    return engine

@@ -1,6 +1,6 @@
 """The child processes that build and check the torch backend's AOTInductor package (compile = "compiled").
 
-`torch_backend.build_package` runs `python -m batchscore.engines.aoti_build build SOURCE PACKAGE ...` with
+`torch_loaders.build_package` runs `python -m batchscore.engines.aoti_build build SOURCE PACKAGE ...` with
 `CXX` naming its compiler wrapper. SOURCE is the ONNX model, converted here as the engine converts it and
 exported at the batch's static shape, or a program saved by `torch.export.save`. The built package is then
 loaded and run once on zeros by `... aoti_build check`, in a fresh process: a package that crashes on load
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..model import inspect_model
-from .torch_backend import DTYPES, convert, exit_reason, load_aoti
+from .torch_loaders import DTYPES, convert, exit_reason, load_aoti
 
 
 def _device(index: int) -> torch.device:

@@ -5,8 +5,11 @@ Q/DQ-INT8 model is prepared before this step, as TensorRT 11 requires), with one
 profile over the batch axis (1 .. batch size, optimised for the batch size). Plans are built once
 per node under a file lock (batchscore.enginecache) with a timing cache kept beside them. Inference
 uses the named-tensor API on a ring of two pinned/device buffer sets (cudabuffers.BufferRing).
-A batch decoded on the GPU (gpudecode.py hands over a CUDA tensor) is copied device to device into
+A batch decoded on the GPU (decode/gpu.py hands over a CUDA tensor) is copied device to device into
 the ring's input buffer: staging it through pinned host memory would add a round trip over PCIe.
+
+The plan comes from a loader (`PlanFromOnnx`) called with the rank's CUDA context current. This adapter has
+never been executed on any machine this project runs on: `backend = "auto"` never picks it.
 
 `tensorrt` and `pycuda` are imported only when this adapter is activated; names that exist in only
 one TensorRT major version are looked up with getattr, never assumed.
@@ -21,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from ..enginecache import EngineCache, StaleEntry, default_cache_dir
+from ..enginecache import StaleEntry, default_cache_dir
 from ..gpu import driver_version
 from ..model import inspect_model, model_sha256
 from ..writer import atomic_path, publish
-from . import TENSORRT_KIND, Engine, EngineError
+from . import TENSORRT_KIND, Engine, EngineError, EngineOptions, Outputs
+from .loaders import CachedLoader
 
 WORKSPACE_BYTES = 4 << 30
 
@@ -52,9 +56,87 @@ def plan_key(model: Path, input_shape: tuple[int, ...], batch_size: int, gpu_nam
             "input_shape": list(input_shape), "max_batch": batch_size}
 
 
+class PlanFromOnnx(CachedLoader):
+    """The model's plan for the current CUDA context's GPU, built once per node (timing cache kept beside the
+    plans) and deserialized; `device` is the GPU the caller made current."""
+
+    suffix = ".plan"
+
+    def __init__(self, model: Path, batch: int, device: int | None, cache_dir: Path | None = None) -> None:
+        super().__init__(cache_dir)
+        self.model, self.batch, self.device = Path(model), batch, device
+
+    def __call__(self):  # noqa: ANN204 - ICudaEngine
+        trt = self.trt = _import_tensorrt()
+        if self.device is None:
+            raise EngineError("backend 'tensorrt' needs a GPU, and none is visible to this rank "
+                              "(check CUDA_VISIBLE_DEVICES and the job's GPU request)")
+        import pycuda.driver as cuda  # the caller's context is current: pycuda is initialised
+
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        info = inspect_model(self.model)
+        self.input_name, self.chw = info.input_name, tuple(info.input_shape[1:])
+        if len(self.chw) != 3 or not all(isinstance(d, int) for d in self.chw):
+            raise EngineError(f"{self.model}: TensorRT needs fixed C, H, W input dimensions, got {info.input_shape}")
+        gpu = cuda.Device(self.device)
+        self.gpu_name, self.capability = gpu.name(), "{}.{}".format(*gpu.compute_capability())
+        return super().__call__()
+
+    def key(self) -> dict:
+        return plan_key(self.model, self.chw, self.batch, self.gpu_name, self.capability, self.trt.__version__)
+
+    def build(self, path: Path) -> None:
+        """Parse the ONNX into a strongly typed network and write a serialized plan to `path`."""
+        trt = self.trt
+        root = self.cache_dir or default_cache_dir()
+        timing = root / re.sub(r"[^A-Za-z0-9_.-]", "_", f"timing-{self.gpu_name}-trt{trt.__version__}.cache")
+        builder = trt.Builder(self.logger)
+        network = builder.create_network(_network_flags(trt))
+        parser = trt.OnnxParser(network, self.logger)
+        if not parser.parse_from_file(str(self.model)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise EngineError(f"TensorRT cannot parse {self.model}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+        profile = builder.create_optimization_profile()
+        profile.set_shape(self.input_name, (1, *self.chw), (self.batch, *self.chw), (self.batch, *self.chw))
+        config.add_optimization_profile(profile)
+        cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
+        config.set_timing_cache(cache, False)
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise EngineError(f"TensorRT could not build a plan for {self.model}; see its log above")
+        path.write_bytes(bytes(plan))
+        tmp = atomic_path(timing)
+        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+        publish(tmp, timing)
+
+    def read(self, path: Path):  # noqa: ANN201 - ICudaEngine
+        engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:  # truncated, or built by another TensorRT version or for another GPU
+            raise StaleEntry(str(path))
+        return engine
+
+
 class TensorRTEngine(Engine):
     name = "tensorrt"
-    device_batches = True  # a CUDA tensor (gpudecode.py) is copied device to device by the ring, no host staging
+    device_batches = True  # a CUDA tensor (decode/gpu.py) is copied device to device by the ring, no host staging
+
+    @staticmethod
+    def default_loader(model: Path, options: EngineOptions) -> PlanFromOnnx:
+        return PlanFromOnnx(model, options.batch_size, options.device, options.cache_dir)
+
+    @staticmethod
+    def prebuild(loader: PlanFromOnnx) -> None:
+        """Call the loader as `build` does: with a CUDA context of its GPU current for the call."""
+        from .cudabuffers import CudaContext
+
+        context = CudaContext(loader.device)
+        try:
+            loader()
+        finally:
+            context.close()
 
     def _activate(self) -> None:
         trt = _import_tensorrt()
@@ -63,23 +145,13 @@ class TensorRTEngine(Engine):
                               "(check CUDA_VISIBLE_DEVICES and the job's GPU request)")
         from .cudabuffers import BufferRing, CudaContext
 
-        self.trt = trt
-        self.logger = trt.Logger(trt.Logger.WARNING)
         self.cuda = CudaContext(self.options.device)
         info = inspect_model(self.model)
         self.input_name = info.input_name
         self.input_shape = info.input_shape
         chw = tuple(info.input_shape[1:])
-        if len(chw) != 3 or not all(isinstance(d, int) for d in chw):
-            raise EngineError(f"{self.model}: TensorRT needs fixed C, H, W input dimensions, got {info.input_shape}")
         batch = self.options.batch_size
-        cache = EngineCache(self.options.cache_dir or default_cache_dir())
-        key = plan_key(self.model, chw, batch, self.cuda.name, self.cuda.compute_capability, trt.__version__)
-        timing = cache.root / re.sub(r"[^A-Za-z0-9_.-]", "_", f"timing-{self.cuda.name}-trt{trt.__version__}.cache")
-        self.runtime = trt.Runtime(self.logger)
-        loaded = cache.get(key, build=lambda tmp: self._build(tmp, chw, timing), load=self._deserialize,
-                           suffix=".plan")
-        self.engine, self.cache_status, self.setup_seconds = loaded.value, loaded.status, loaded.seconds
+        self.engine = self.loader()
         self.compute_ms = 0.0  # GPU time of the engine itself, from CUDA events
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -93,37 +165,6 @@ class TensorRTEngine(Engine):
                                {n: (tuple(self.context.get_tensor_shape(n)), dtype[n]) for n in self.output_names})
         self.device_name = f"cuda:{self.options.device} {self.cuda.name}"
 
-    def _build(self, path: Path, chw: tuple[int, ...], timing: Path) -> None:
-        """Parse the ONNX into a strongly typed network and write a serialized plan to `path`."""
-        trt = self.trt
-        builder = trt.Builder(self.logger)
-        network = builder.create_network(_network_flags(trt))
-        parser = trt.OnnxParser(network, self.logger)
-        if not parser.parse_from_file(str(self.model)):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise EngineError(f"TensorRT cannot parse {self.model}: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-        profile = builder.create_optimization_profile()
-        batch = self.options.batch_size
-        profile.set_shape(self.input_name, (1, *chw), (batch, *chw), (batch, *chw))
-        config.add_optimization_profile(profile)
-        cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
-        config.set_timing_cache(cache, False)
-        plan = builder.build_serialized_network(network, config)
-        if plan is None:
-            raise EngineError(f"TensorRT could not build a plan for {self.model}; see its log above")
-        path.write_bytes(bytes(plan))
-        tmp = atomic_path(timing)
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-        publish(tmp, timing)
-
-    def _deserialize(self, path: Path):  # noqa: ANN202 - ICudaEngine
-        engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
-        if engine is None:  # truncated, or built by another TensorRT version or for another GPU
-            raise StaleEntry(str(path))
-        return engine
-
     def _launch(self, slot, stream) -> None:  # noqa: ANN001 - cudabuffers.Slot, pycuda Stream
         self.context.set_input_shape(self.input_name, (slot.rows, *self.input_shape[1:]))
         for name, dev in (*slot.dev_in.items(), *slot.dev_out.items()):
@@ -135,18 +176,19 @@ class TensorRTEngine(Engine):
         """A host array or a device array (`__cuda_array_interface__`): the ring copies either kind in."""
         return self.ring.submit({self.input_name: batch}, self._launch)
 
-    def _collect(self, token: object) -> dict[str, np.ndarray]:
-        outputs = self.ring.collect(token)
+    def _collect(self, token: object) -> Outputs:
+        outputs = Outputs(self.ring.collect(token))
         h2d, compute, d2h = token.times_ms()
         self.h2d_seconds += h2d / 1e3
         self.d2h_seconds += d2h / 1e3
         self.compute_ms += compute
         return outputs
 
-    def _infer(self, batch: Any) -> dict[str, np.ndarray]:
+    def _infer(self, batch: Any) -> Outputs:
         return self._collect(self._submit(batch))
 
     def _deactivate(self) -> None:
         self.ring.close()
-        del self.context, self.engine, self.runtime
+        del self.context, self.engine
+        self.loader.runtime = None  # the runtime outlives no engine it deserialized
         self.cuda.close()

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from batchscore.engines import EngineOptions, create_engine
-from batchscore.engines.torch_backend import exit_reason
+from batchscore.engines.torch_loaders import exit_reason
 from common import arg_parser, machine, resnet50_onnx, write_results
 from first_batch import host_batches, throughput
 

@@ -63,7 +63,7 @@ def machine() -> dict:
     """The host a result came from: CPU model, a hash of its instruction-set flags (Inductor compiles
     packages with -march=native, and package loads crashed on some machines of one kind and not on
     others) and cores, so that results from different machines can be told apart."""
-    from batchscore.engines import cpu_features
+    from batchscore.engines.toolchain import cpu_features
 
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
