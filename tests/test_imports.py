@@ -22,12 +22,6 @@ PACKAGE = ROOT / "batchscore"
 #: that only `batchscore doctor` runs
 FRONT = ("batchscore.__main__", "batchscore.cli", "batchscore.commands", "batchscore.doctor")
 MAX_LINES = 400
-#: import edges that close a circle in code another part of issue 34 restructures ("Engines: load, then run"):
-#: the engine choice asks the torch adapter whether PyTorch sees a GPU, and the adapter imports the engine base.
-#: test_no_import_circles is expected to fail while this edge exists; strict, so it fails once the edge is gone.
-KNOWN_CIRCLE_EDGES = {("batchscore.engines", "batchscore.engines.torch_backend")}
-#: modules over MAX_LINES that other parts of issue 34 split: their size test is expected to fail until then
-OVER_LIMIT = {"batchscore/engines/torch_backend.py": "split into loaders and the engine (\"Engines: load, then run\")"}
 
 
 def module_name(path: Path) -> str:
@@ -162,17 +156,8 @@ def _assert_no_circles(graph: dict[str, set[str]]) -> None:
     assert not found, "import circles (function-local imports count):\n" + "\n".join(" -> ".join(c) for c in found)
 
 
-@pytest.mark.xfail(strict=True, reason=f"known circle edges in code being restructured: {sorted(KNOWN_CIRCLE_EDGES)}")
 def test_no_import_circles() -> None:
     _assert_no_circles(import_graph())
-
-
-def test_no_import_circles_besides_the_known_edges() -> None:
-    graph = import_graph()
-    for source, target in KNOWN_CIRCLE_EDGES:
-        assert target in graph[source], f"{source} no longer imports {target}: drop it from KNOWN_CIRCLE_EDGES"
-        graph[source] = graph[source] - {target}
-    _assert_no_circles(graph)
 
 
 def _front_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
@@ -185,17 +170,7 @@ def test_library_modules_never_import_a_command_or_the_cli() -> None:
     assert not wrong, "\n".join(f"{name} imports {target}" for name, target in sorted(wrong))
 
 
-def _sized(path: Path) -> object:
-    name = str(path.relative_to(ROOT))
-    marks = [pytest.mark.xfail(strict=True, reason=OVER_LIMIT[name])] if name in OVER_LIMIT else []
-    return pytest.param(path, marks=marks, id=name)
-
-
-def test_size_exceptions_name_existing_modules() -> None:
-    assert all((ROOT / name).is_file() for name in OVER_LIMIT), "drop the modules that are gone from OVER_LIMIT"
-
-
-@pytest.mark.parametrize("path", [_sized(p) for p in sorted(PACKAGE.rglob("*.py"))])
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_module_is_over_the_size_limit(path: Path) -> None:
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(ROOT)}: {lines} lines; split it by concern (at most {MAX_LINES})"

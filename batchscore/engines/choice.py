@@ -64,9 +64,9 @@ def choose_backend(requested: str) -> tuple[str, str]:
     gpus = visible_gpu_count()
     why = "no GPU visible" if not gpus else f"{gpus} GPU(s) visible"
     if installed("torch"):
-        from .torch_backend import cuda_available  # imports torch: only when it may be the answer
+        import torch  # only when it may be the answer: whether this PyTorch build sees a usable GPU
 
-        if cuda_available():
+        if torch.cuda.is_available():
             return "torch", f"auto: {why}; PyTorch sees a GPU"
         why += ", PyTorch sees no GPU"
     else:

@@ -56,11 +56,6 @@ def softmax_topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     return index[:, :k].int(), score[:, :k]
 
 
-def cuda_available() -> bool:
-    """Whether this PyTorch build sees a usable GPU (the backend choice asks before binding)."""
-    return torch.cuda.is_available()
-
-
 def device_of(options: EngineOptions) -> torch.device:
     """The engine's device: the rank's bound GPU, else the CPU."""
     return torch.device("cuda", options.device) if options.device is not None else torch.device("cpu")
