@@ -24,7 +24,7 @@ import numpy as np
 from .accuracy import gate
 from .comm import log
 from .config import ConfigError, Job, differences
-from .engines import Outputs, resolve
+from .engines import Outputs, choose_backend, resolve
 from .decode.gpu import choose_decode
 from .h5lock import check_locking, is_lock_error, lock_advice
 from .incremental import INDEX, Changes, plan_changes
@@ -181,13 +181,15 @@ def model_outputs_fit_the_job(d: Draft) -> None:
 
 
 def backend_can_run_it(d: Draft) -> None:
-    """The backend (`auto` resolved), the job settled for its device, its precision, decode mode and packages."""
-    resolved = resolve(d.job)  # ConfigError where the backend's packages are missing
-    d.backend, d.backend_reason, d.job = resolved.backend, resolved.reason, resolved.job
-    if d.backend == "torch" and d.job.precision == "int8":
+    """The backend (`auto` resolved), its precision and decode mode, then its packages, and the job settled for its
+    device. What the job asks that the backend cannot do is said before what is missing here to run it."""
+    backend, _ = choose_backend(d.job.backend)
+    if backend == "torch" and d.job.precision == "int8":
         raise ConfigError("the torch backend cannot run INT8 (Q/DQ) models (onnx2torch has no quantized ops); "
                           "use backend = 'tensorrt' or 'onnxruntime' for int8, or precision = 'fp16'")
-    d.decode, d.decode_reason = choose_decode(d.job.decode, d.backend, d.job.gpu_decoder)
+    d.decode, d.decode_reason = choose_decode(d.job.decode, backend, d.job.gpu_decoder)
+    resolved = resolve(d.job)  # ConfigError where the backend's packages are missing
+    d.backend, d.backend_reason, d.job = resolved.backend, resolved.reason, resolved.job
 
 
 def input_has_images(d: Draft) -> None:
