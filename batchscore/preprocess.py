@@ -64,7 +64,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: tuple[int, 
             if draft:
                 img.draft(None, draft)
             img.load()
-            img = ImageOps.exif_transpose(img)  # parses the EXIF block: a corrupt one is this image's error
+            ImageOps.exif_transpose(img, in_place=True)  # parses the EXIF block: a corrupt one is this image's error
             if img.mode != "RGB":
                 if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                     img = img.convert("RGBA")
@@ -115,9 +115,9 @@ def to_tensor(img: Image.Image, spec: Preprocess, out: np.ndarray | None = None)
     channel order. One table lookup per value instead of a float pass per operation."""
     out = np.empty(spec.shape, np.float32) if out is None else out
     levels = _levels(spec.mean, spec.std)
-    bands = img.split()
-    for c, band in enumerate(bands[::-1] if spec.channel_order == "BGR" else bands):
-        np.take(levels[c], np.asarray(band), out=out[c], mode="clip")
+    planes = np.asarray(img).transpose(2, 0, 1)
+    for c, plane in enumerate(planes[::-1] if spec.channel_order == "BGR" else planes):
+        np.take(levels[c], plane, out=out[c], mode="clip")
     return out
 
 
