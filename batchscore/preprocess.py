@@ -9,14 +9,13 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageOps
 
 #: Pillow's own default limit (about 89 Mpixel); larger images are refused as decompression bombs.
 DEFAULT_MAX_PIXELS = 89_478_485
-#: the largest shorter-side-resized image made whole; beyond it only the crop's region is resampled (resize_crop)
-MAX_RESIZED_PIXELS = 1 << 24
 
 
 class DecodeError(ValueError):
@@ -65,7 +64,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: tuple[int, 
             if draft:
                 img.draft(None, draft)
             img.load()
-            img = ImageOps.exif_transpose(img)  # parses the EXIF block: a corrupt one is this image's error
+            ImageOps.exif_transpose(img, in_place=True)  # parses the EXIF block: a corrupt one is this image's error
             if img.mode != "RGB":
                 if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                     img = img.convert("RGBA")
@@ -91,34 +90,43 @@ def corrupt(exc: Exception) -> str:
 def resize_crop(img: Image.Image, spec: Preprocess) -> Image.Image:
     """Resize the shorter side to spec.resize (antialiased bilinear), then centre-crop spec.crop.
 
-    An extreme aspect ratio (a resized image over MAX_RESIZED_PIXELS, e.g. gigapixels for a 30000x1 strip) has
-    only the part of the source under the crop resampled (Pillow's `box`): the same geometry, to within rounding,
-    without the huge intermediate."""
+    Only the part of the source under the crop is resampled (Pillow's `box`): the same geometry and filter as
+    resizing the whole image and cropping, without the pixels the crop throws away; Pillow's fixed-point
+    weights may round a value one level apart from the whole-image resize."""
     w, h = img.size
     scale = spec.resize / min(w, h)
     new_w, new_h = max(spec.resize, round(w * scale)), max(spec.resize, round(h * scale))
     left, top = (new_w - spec.crop) // 2, (new_h - spec.crop) // 2
-    if new_w * new_h > MAX_RESIZED_PIXELS:
-        sx, sy = w / new_w, h / new_h
-        box = (left * sx, top * sy, (left + spec.crop) * sx, (top + spec.crop) * sy)
-        return img.resize((spec.crop, spec.crop), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
-    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=None)
-    return img.crop((left, top, left + spec.crop, top + spec.crop))
+    sx, sy = w / new_w, h / new_h
+    box = (left * sx, top * sy, (left + spec.crop) * sx, (top + spec.crop) * sy)
+    return img.resize((spec.crop, spec.crop), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
 
 
-def to_tensor(img: Image.Image, spec: Preprocess) -> np.ndarray:
-    """HWC uint8 RGB image to normalised CHW float32; mean/std are in the model's channel order."""
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    if spec.channel_order == "BGR":
-        arr = arr[:, :, ::-1]
-    arr = (arr - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+@lru_cache(maxsize=8)
+def _levels(mean: tuple[float, float, float], std: tuple[float, float, float]) -> np.ndarray:
+    """(3, 256) float32: each channel's normalised value of every 8-bit level, the same float32 arithmetic as
+    (level / 255 - mean) / std on the image."""
+    levels = np.arange(256, dtype=np.float32)[:, None] / 255.0
+    return np.ascontiguousarray(((levels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).T)
 
 
-def preprocess(data: bytes, spec: Preprocess, draft: bool = False) -> np.ndarray:
-    """Bytes to model input (3, crop, crop) float32; raises DecodeError for bad images. draft: see `decode`."""
+def to_tensor(img: Image.Image, spec: Preprocess, out: np.ndarray | None = None) -> np.ndarray:
+    """HWC uint8 RGB image to normalised CHW float32 (into `out` when given); mean/std are in the model's
+    channel order. One table lookup per value instead of a float pass per operation."""
+    out = np.empty(spec.shape, np.float32) if out is None else out
+    levels = _levels(spec.mean, spec.std)
+    planes = np.asarray(img).transpose(2, 0, 1)
+    for c, plane in enumerate(planes[::-1] if spec.channel_order == "BGR" else planes):
+        np.take(levels[c], plane, out=out[c], mode="clip")
+    return out
+
+
+def preprocess(data: bytes, spec: Preprocess, draft: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+    """Bytes to model input (3, crop, crop) float32, written into `out` when given (a batch's row, no copy);
+    raises DecodeError for bad images. draft: see `decode`."""
     try:
-        return to_tensor(resize_crop(decode(data, spec.max_pixels, (spec.resize,) * 2 if draft else None), spec), spec)
+        return to_tensor(resize_crop(decode(data, spec.max_pixels, (spec.resize,) * 2 if draft else None), spec),
+                         spec, out)
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - truncated data surfaces only during resize, as any type
