@@ -44,7 +44,7 @@ def decode_into(out: np.ndarray, item: Item, spec: Preprocess, draft: bool = Fal
         return error, read_s, 0.0
     t1 = time.perf_counter()
     try:
-        out[...] = preprocess(data, spec, draft=draft)
+        preprocess(data, spec, draft=draft, out=out)
         error = ""
     except DecodeError as exc:
         error = str(exc)
