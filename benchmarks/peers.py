@@ -287,6 +287,10 @@ def contenders(args: argparse.Namespace, model: Path, work: Path) -> dict[str, l
     found = {"batchscore_defaults": [], **{f"batchscore_best{i or ''}": best.split()
                                            for i, best in enumerate(args.best)}}
     cmds = {name: batchscore_cmd(args, model, work / name, extra) for name, extra in found.items()}
+    if args.before:  # the earlier tree first on the path; -P: not this checkout from the working folder
+        path = os.pathsep.join([str(args.before.resolve()), os.environ.get("PYTHONPATH", "")])
+        python, *rest = batchscore_cmd(args, model, work / "before_best", args.best[0].split())
+        cmds["before_best"] = ["env", f"PYTHONPATH={path}", python, "-P", *rest]
     scripts = ["dataloader"] + (["decode_jpeg", "decoder", "engine"] if args.device == "cuda" else [])
     if args.device == "cpu" and args.ray:
         scripts.append("ray")
@@ -319,6 +323,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="the scripts' batch (cpu 32, cuda 256)")
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="the scripts' decode workers")
     ap.add_argument("--best", action="append", help="batchscore options of a 'best' line (default per device)")
+    ap.add_argument("--before", type=Path, metavar="DIR",
+                    help="an earlier batchscore checkout (git worktree add DIR COMMIT): also run it with the first "
+                         "--best options, as before_best")
     ap.add_argument("--skip", nargs="*", default=[], help="contenders to leave out, e.g. ray decoder")
     ap.add_argument("--ray", action="store_true", help="cpu: also Ray Data (pip install 'ray[data]')")
     ap.add_argument("--timeout", type=float, default=900, help="seconds a contender may take")
@@ -350,7 +357,7 @@ def main() -> None:
     for r in range(args.rounds):
         for name, cmd in (cmds.items() if r % 2 == 0 else reversed(cmds.items())):  # alternate the order
             result = args.work / f"{name}.json"
-            if name.startswith("batchscore"):
+            if name.startswith(("batchscore", "before")):
                 res = run_contender(cmd, args.work / name / "summary.json", args.timeout)
                 if "error" not in res:
                     batchscore_result(args.work / name, result)
