@@ -32,8 +32,9 @@ NEEDS: list[tuple[str, str]] = [
                                 "make test is the suite this test belongs to"),
     (r"\b(sbatch|srun|scrontab|scontrol|sinfo)\b|tests/test_slurm\.py", "needs a Slurm cluster"),
     (r"--backend tensorrt", "needs TensorRT, which is not installable here"),
-    (r"--backend torch|--decode (gpu|hybrid)|benchmarks/gpu/|tests/gpu\b|batchscore build|share_gpus|job\.toml",
+    (r"--backend torch|--decode gpu|benchmarks/gpu/|tests/gpu\b|batchscore build|share_gpus|job\.toml",
      "needs a GPU with torch and torchvision"),
+    (r"benchmarks/(peers|startup)\.py", "needs torch and torchvision (peers' scripts; --ray: ray[data])"),
     (r"benchmarks/cpu_pipeline\.py --rounds 9", "a benchmark of minutes; the same script runs with fewer "
                                                 "rounds from benchmarks/README.md"),
     (r"benchmarks/scale\.py --sizes 1 3 10", "a benchmark of tens of minutes (10 million keys)"),
