@@ -331,13 +331,17 @@ def read_file(path: str, limit: int = MAX_IMAGE_BYTES) -> bytes:
     """A regular file's bytes, at most `limit`: a FIFO, device or socket is an ItemError, never a blocked or
     endless read (opened non-blocking, checked with fstat before reading)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with open(fd, "rb") as f:
+    with open(fd, "rb", buffering=0) as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ItemError(f"not a regular file ({_file_type(st.st_mode)})")
         if st.st_size > limit:
             raise ItemError(f"too large ({st.st_size} bytes > {limit})")
-        data = f.read(limit + 1)
+        # sized by fstat: a read of `limit` bytes would allocate that much for every image; one byte more tells a
+        # file that grew since, whose rest is then read up to the limit
+        data = f.read(st.st_size + 1)
+        if len(data) > st.st_size:
+            data += f.read(limit + 1 - len(data))
     if len(data) > limit:
         raise ItemError(f"too large (more than {limit} bytes)")
     return data
