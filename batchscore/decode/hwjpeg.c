@@ -5,7 +5,9 @@
    threads (read worker, loop) stretch every batch's call (docs/dev/decisions/0003). Here a batch is two calls:
    `hwjpeg_parse` (code streams and sizes) and `hwjpeg_decode` (into device buffers the caller allocated), each
    without the lock. Two decoders share the parsed code streams: the hardware one (step 0) and the CUDA one
-   (step 1), which takes what the hardware one rejects.
+   (step 1). Progressive JPEGs, which the hardware decoder refuses, go to the CUDA one while the hardware one
+   decodes the rest, so the two run side by side; the CUDA one then retries what the hardware one failed
+   (docs/dev/decisions/0015).
 
    Built when the package is installed (setup.py, an optional extension) against nvimgcodec.h, not linked against
    libnvimgcodec: the caller loads that library (RTLD_GLOBAL) first. Only the JPEG extension is loaded, so the
@@ -28,6 +30,7 @@ typedef struct {
     nvimgcodecCodeStream_t* streams;
     nvimgcodecImage_t* images;
     nvimgcodecProcessingStatus_t* status;
+    uint8_t* progressive;             /* per parsed image: its frame is progressive (SOF2) */
 } hwjpeg_t;
 
 static void hwjpeg_free_handles(hwjpeg_t* h)
@@ -39,9 +42,11 @@ static void hwjpeg_free_handles(hwjpeg_t* h)
     free(h->streams);
     free(h->images);
     free(h->status);
+    free(h->progressive);
     h->streams = NULL;
     h->images = NULL;
     h->status = NULL;
+    h->progressive = NULL;
     h->capacity = 0;
 }
 
@@ -144,12 +149,35 @@ static int hwjpeg_reserve(hwjpeg_t* h, int n)
     if (streams) h->streams = streams;
     nvimgcodecImage_t* images = realloc(h->images, n * sizeof(*images));
     if (images) h->images = images;
-    nvimgcodecProcessingStatus_t* status = realloc(h->status, n * sizeof(*status));
+    nvimgcodecProcessingStatus_t* status = realloc(h->status, 2 * n * sizeof(*status));  /* two decoders' */
     if (status) h->status = status;
-    if (!streams || !images || !status) return -1;
+    uint8_t* progressive = realloc(h->progressive, n);
+    if (progressive) h->progressive = progressive;
+    if (!streams || !images || !status || !progressive) return -1;
     memset(h->streams + h->capacity, 0, (n - h->capacity) * sizeof(*streams));
     memset(h->images + h->capacity, 0, (n - h->capacity) * sizeof(*images));
     h->capacity = n;
+    return 0;
+}
+
+/* 1 when the JPEG's frame is progressive (SOF2): its marker segments are walked up to the frame header. */
+static uint8_t hwjpeg_progressive(const unsigned char* d, size_t n)
+{
+    size_t pos = 2;
+    while (pos + 4 <= n && d[pos] == 0xFF) {
+        unsigned char m = d[pos + 1];
+        if (m == 0xFF) {  /* fill byte */
+            pos++;
+        } else if (m == 0x01 || m == 0xD8 || (m >= 0xD0 && m <= 0xD7)) {  /* markers without a length */
+            pos += 2;
+        } else if (m == 0xC2) {
+            return 1;
+        } else if (m == 0xDA || (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC)) {
+            return 0;  /* another frame type, or a scan before any frame */
+        } else {
+            pos += 2 + ((size_t)d[pos + 2] << 8 | d[pos + 3]);
+        }
+    }
     return 0;
 }
 
@@ -160,6 +188,7 @@ int hwjpeg_parse(hwjpeg_t* h, int n, const unsigned char* const* data, const siz
     if (hwjpeg_reserve(h, n)) return NVIMGCODEC_STATUS_ALLOCATOR_FAILURE;
     for (int i = 0; i < n; i++) {
         hw[2 * i] = hw[2 * i + 1] = 0;
+        h->progressive[i] = hwjpeg_progressive(data[i], sizes[i]);
         if (nvimgcodecCodeStreamCreateFromHostMem(h->instance, &h->streams[i], data[i], sizes[i], NULL)
             != NVIMGCODEC_STATUS_SUCCESS) {
             continue;  /* a failed call leaves the handle as it was: still valid, or NULL */
@@ -177,25 +206,57 @@ int hwjpeg_parse(hwjpeg_t* h, int n, const unsigned char* const* data, const siz
     return 0;
 }
 
-/* Decode the n code streams of the last hwjpeg_parse with step `step`'s decoder into buffers[i] (device memory, interleaved RGB uint8,
-   hw[2i] rows of hw[2i+1] * 3 bytes), ordered on `cuda_stream`; ok[i] = 1 where image i was decoded. A NULL
-   buffer skips the image. Returns once the host's part is done; the device's is queued on `cuda_stream`. */
-int hwjpeg_decode(hwjpeg_t* h, int step, int n, const uint32_t* hw, void* const* buffers, cudaStream_t cuda_stream,
-                  uint8_t* ok)
+/* Start decoding m images with `decoder`; *future stays NULL when there is nothing to decode or the call failed. */
+static void hwjpeg_start(nvimgcodecDecoder_t decoder, nvimgcodecCodeStream_t* streams, nvimgcodecImage_t* images,
+                         int m, nvimgcodecFuture_t* future)
 {
-    if (n > h->capacity || step < 0 || step > 1 || !h->decoders[step]) return NVIMGCODEC_STATUS_INVALID_PARAMETER;
-    int* index = malloc((n ? n : 1) * sizeof(int));  /* the images given to the decoder, packed */
-    nvimgcodecCodeStream_t* streams = malloc((n ? n : 1) * sizeof(*streams));
-    nvimgcodecImage_t* images = malloc((n ? n : 1) * sizeof(*images));
+    *future = NULL;
+    if (!m) return;
+    nvimgcodecDecodeParams_t params = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_DECODE_PARAMS, .struct_size = sizeof(nvimgcodecDecodeParams_t)};
+    params.apply_exif_orientation = 1;
+    if (nvimgcodecDecoderDecode(decoder, streams, images, m, &params, future) != NVIMGCODEC_STATUS_SUCCESS && *future) {
+        nvimgcodecFutureDestroy(*future);
+        *future = NULL;
+    }
+}
+
+/* Wait for a started decode of the images at `index` and set step[index[k]] = `label` where image k decoded. */
+static void hwjpeg_finish(nvimgcodecFuture_t future, const int* index, int m, int8_t label,
+                          nvimgcodecProcessingStatus_t* status, int8_t* step)
+{
+    if (!future) return;
+    size_t got = (size_t)m;
+    nvimgcodecFutureWaitForAll(future);
+    if (nvimgcodecFutureGetProcessingStatus(future, status, &got) == NVIMGCODEC_STATUS_SUCCESS)
+        for (size_t k = 0; k < got; k++)
+            if (status[k] == NVIMGCODEC_PROCESSING_STATUS_SUCCESS) step[index[k]] = label;
+    nvimgcodecFutureDestroy(future);
+}
+
+/* Decode the n code streams of the last hwjpeg_parse into buffers[i] (device memory, interleaved RGB uint8,
+   hw[2i] rows of hw[2i+1] * 3 bytes), ordered on `cuda_stream`, with the steps whose bit is set in `mask`.
+   step[i] = the step that decoded image i, -1 where none did (or its buffer is NULL). With both steps, the
+   progressive images go to the CUDA decoder while the hardware one decodes the others, and the CUDA decoder then
+   retries those the hardware one failed. Returns once the host's part is done; the device's is queued on
+   `cuda_stream`. A decoder's failed call leaves its images at -1 (the caller's CPU path takes them). */
+int hwjpeg_decode(hwjpeg_t* h, int mask, int n, const uint32_t* hw, void* const* buffers, cudaStream_t cuda_stream,
+                  int8_t* step)
+{
+    int use_hw = (mask & 1) && h->decoders[0], use_cuda = (mask & 2) && h->decoders[1];
+    if (n > h->capacity || (!use_hw && !use_cuda)) return NVIMGCODEC_STATUS_INVALID_PARAMETER;
+    /* two groups, packed: [0, a) for the hardware decoder, [n, n + b) for the CUDA one */
+    int* index = malloc((n ? 2 * n : 1) * sizeof(int));
+    nvimgcodecCodeStream_t* streams = malloc((n ? 2 * n : 1) * sizeof(*streams));
+    nvimgcodecImage_t* images = malloc((n ? 2 * n : 1) * sizeof(*images));
     if (!index || !streams || !images) {
         free(index);
         free(streams);
         free(images);
         return NVIMGCODEC_STATUS_ALLOCATOR_FAILURE;
     }
-    int m = 0;
+    int a = 0, b = 0;
     for (int i = 0; i < n; i++) {
-        ok[i] = 0;
+        step[i] = -1;
         if (!buffers[i] || !hw[2 * i]) continue;
         nvimgcodecImageInfo_t info = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_IMAGE_INFO, .struct_size = sizeof(nvimgcodecImageInfo_t)};
         info.color_spec = NVIMGCODEC_COLORSPEC_SRGB;
@@ -217,28 +278,30 @@ int hwjpeg_decode(hwjpeg_t* h, int step, int n, const uint32_t* hw, void* const*
         info.buffer_kind = NVIMGCODEC_IMAGE_BUFFER_KIND_STRIDED_DEVICE;
         info.cuda_stream = cuda_stream;
         if (nvimgcodecImageCreate(h->instance, &h->images[i], &info) != NVIMGCODEC_STATUS_SUCCESS) continue;
-        index[m] = i;
-        streams[m] = h->streams[i];
-        images[m] = h->images[i];
-        m++;
+        int k = use_hw && !(use_cuda && h->progressive[i]) ? a++ : n + b++;
+        index[k] = i;
+        streams[k] = h->streams[i];
+        images[k] = h->images[i];
     }
-    nvimgcodecStatus_t s = NVIMGCODEC_STATUS_SUCCESS;
-    if (m) {
-        nvimgcodecDecodeParams_t params = {.struct_type = NVIMGCODEC_STRUCTURE_TYPE_DECODE_PARAMS, .struct_size = sizeof(nvimgcodecDecodeParams_t)};
-        params.apply_exif_orientation = 1;
-        nvimgcodecFuture_t future = NULL;
-        s = nvimgcodecDecoderDecode(h->decoders[step], streams, images, m, &params, &future);
-        if (s == NVIMGCODEC_STATUS_SUCCESS) {
-            size_t got = (size_t)m;
-            nvimgcodecFutureWaitForAll(future);
-            s = nvimgcodecFutureGetProcessingStatus(future, h->status, &got);
-            for (size_t k = 0; s == NVIMGCODEC_STATUS_SUCCESS && k < got; k++)
-                ok[index[k]] = h->status[k] == NVIMGCODEC_PROCESSING_STATUS_SUCCESS;
-        }
-        if (future) nvimgcodecFutureDestroy(future);
+    nvimgcodecFuture_t on_cuda = NULL, on_hw = NULL;
+    if (use_cuda) hwjpeg_start(h->decoders[1], streams + n, images + n, b, &on_cuda);  /* first: it is the slower */
+    if (use_hw) hwjpeg_start(h->decoders[0], streams, images, a, &on_hw);
+    hwjpeg_finish(on_hw, index, a, 0, h->status, step);
+    hwjpeg_finish(on_cuda, index + n, b, 1, h->status + n, step);
+    if (use_hw && use_cuda) {  /* what the hardware decoder failed, on the CUDA one */
+        int c = 0;
+        for (int k = 0; k < a; k++)
+            if (step[index[k]] < 0) {
+                index[n + c] = index[k];
+                streams[n + c] = streams[k];
+                images[n + c] = images[k];
+                c++;
+            }
+        hwjpeg_start(h->decoders[1], streams + n, images + n, c, &on_cuda);
+        hwjpeg_finish(on_cuda, index + n, c, 1, h->status + n, step);
     }
     free(index);
     free(streams);
     free(images);
-    return s;
+    return 0;
 }

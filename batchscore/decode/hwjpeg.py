@@ -21,7 +21,8 @@ import numpy as np
 
 #: bytes between the starts of two images in a buffer
 ALIGN = 256
-#: the C call's steps, in chain order: (count key, label); the CUDA decoder takes what the hardware one rejects
+#: the C call's steps: (count key, label); the CUDA decoder takes the progressive JPEGs, beside the hardware one,
+#: and then what the hardware one failed
 STEPS = (("gpu_hw", "hardware"), ("gpu", "CUDA"))
 
 
@@ -125,37 +126,29 @@ class HwJpeg:
             raise RuntimeError(f"nvImageCodec could not parse the batch: nvimgcodecStatus_t {status}")
         return hw
 
-    def decode(self, step: int, hw: np.ndarray, addresses: np.ndarray, cuda_stream: int) -> np.ndarray:
-        """Decode the last `parse`'s images with step `step` to the device `addresses` (0 skips an image), queued
-        on `cuda_stream`: True where an image was decoded."""
+    def decode(self, hw: np.ndarray, addresses: np.ndarray, cuda_stream: int) -> np.ndarray:
+        """Decode the last `parse`'s images with the steps in `steps` to the device `addresses` (0 skips an image),
+        queued on `cuda_stream`: the index into STEPS of the step that decoded each image, -1 where none did.
+        With both steps, progressive JPEGs (which the hardware decoder refuses) go to the CUDA decoder beside the
+        hardware one, and the CUDA decoder then retries what the hardware one failed (hwjpeg.c)."""
         hw = np.ascontiguousarray(hw, dtype=np.uint32)
         addresses = np.ascontiguousarray(addresses, dtype=np.uintp)
-        ok = np.zeros(len(hw), dtype=np.uint8)
-        status = self.lib.hwjpeg_decode(self.handle, step, len(hw), hw.ctypes.data, addresses.ctypes.data,
-                                        cuda_stream, ok.ctypes.data)
+        step = np.full(len(hw), -1, dtype=np.int8)
+        status = self.lib.hwjpeg_decode(self.handle, sum(1 << k for k in self.steps), len(hw), hw.ctypes.data,
+                                        addresses.ctypes.data, cuda_stream, step.ctypes.data)
         if status:
-            raise RuntimeError(f"nvImageCodec's {STEPS[step][1]} decoder failed the batch: nvimgcodecStatus_t {status}")
-        return ok.astype(bool)
+            raise RuntimeError(f"nvImageCodec's decoders could not take the batch: nvimgcodecStatus_t {status}")
+        return step
 
     def decode_batch(self, data: list[bytes], buffer_for: Callable[[int], object],
                      cuda_stream: int) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
-        """Parse the batch, lay it out in the device tensor `buffer_for(bytes needed)` gives, and decode it there,
-        each step taking what the steps before it did not decode. Returns (that buffer, byte offsets, (height,
-        width) per image, the index into STEPS of the step that decoded each image, -1 where none did)."""
+        """Parse the batch, lay it out in the device tensor `buffer_for(bytes needed)` gives, and decode it there.
+        Returns (that buffer, byte offsets, (height, width) per image, the index into STEPS of the step that
+        decoded each image, -1 where none did)."""
         hw = self.parse(data)
         offsets, nbytes = layout(hw)
         buffer = buffer_for(nbytes)
-        step = np.full(len(data), -1, dtype=np.int8)
-        left = hw[:, 0] > 0
-        for k in self.steps:
-            if not left.any():
-                break
-            try:
-                ok = self.decode(k, hw, np.where(left, buffer.data_ptr() + offsets, 0), cuda_stream)
-            except RuntimeError:  # the whole call failed: the next step tries every image again
-                continue
-            step[ok] = k
-            left &= ~ok
+        step = self.decode(hw, np.where(hw[:, 0] > 0, buffer.data_ptr() + offsets, 0), cuda_stream)
         self.data = None  # the code streams are done with the bytes
         return buffer, offsets, hw.astype(np.int64), step
 

@@ -3,7 +3,8 @@ hands over (`Decoded`).
 
 Libraries (`gpu_decoder`), best first:
 - "nvimgcodec": nvImageCodec's hardware JPEG decoder (data-centre GPUs that have one: no SM time taken from the
-  engine), then its CUDA decoder for what the hardware one rejects, a batch a call through its C API (`hwjpeg`);
+  engine) and its CUDA decoder for what the hardware one refuses (progressive JPEGs) or fails, side by side, a
+  batch a call through its C API (`hwjpeg`);
 - "torchvision": torchvision's nvJPEG (the CUDA decoder), the fallback where the C API cannot run.
 """
 

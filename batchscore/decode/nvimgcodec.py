@@ -1,5 +1,5 @@
-"""nvImageCodec as a `library.GpuLibrary`: its hardware JPEG decoder, then its CUDA decoder for what the
-hardware one rejects, a batch a call through the C API (`hwjpeg`), into the `DeviceBuffers` in turn."""
+"""nvImageCodec as a `library.GpuLibrary`: its hardware JPEG decoder and its CUDA decoder for what the hardware
+one refuses or fails, side by side in one call through the C API (`hwjpeg`), into the `DeviceBuffers` in turn."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from .tensorops import TorchDevice
 
 
 class NvImageCodec:
-    """nvImageCodec's chain on one GPU: hardware decoder → CUDA decoder (Huffman on CPU threads, the rest on the
-    GPU); None where both refuse (the CPU path is next). A step is kept only if it decodes the probe image on
+    """nvImageCodec's two decoders on one GPU: the hardware one, and the CUDA one (Huffman on CPU threads, the rest
+    on the GPU) for progressive JPEGs and what the hardware one fails; None where both refuse (the CPU path is
+    next). A step is kept only if it decodes the probe image on
     this GPU (not every GPU has a hardware decoder). What `decode` returns is valid until DeviceBuffers.SETS
     more calls."""
 
@@ -46,7 +47,7 @@ class NvImageCodec:
         try:
             buffer, offsets, hw, step = self.native.decode_batch(data, lambda n: self.buffers.take(n, stream),
                                                                  stream.cuda_stream)
-        except RuntimeError:  # the batch did not parse: the CPU path takes every image
+        except RuntimeError:  # the batch did not parse, or no decoder took it: the CPU path takes every image
             return Decoded(np.zeros((len(data), 2), np.int64), np.full(len(data), -1, np.int8))
         return Decoded(hw, step, buffer=buffer, offsets=offsets)
 

@@ -203,6 +203,36 @@ def test_the_c_api_hands_over_one_buffer_that_gives_the_rows_of_per_image_copies
     assert sum(bool(e) for x in batched for e in x.errors) == 5
 
 
+def test_progressive_jpegs_take_the_cuda_step_in_the_same_call(sample_dir: Path) -> None:
+    """The C call gives progressive JPEGs (which the hardware decoder refuses) to the CUDA decoder beside the
+    hardware one: in one batch of baseline and progressive files, each kind is decoded by its own step, the
+    progressive ones to the rows that the CUDA step alone gives."""
+    if not libraries("nvimgcodec"):
+        pytest.skip("nvimgcodec is not installed")
+    photos = [Image.open(p).convert("RGB") for p in sorted(sample_dir.rglob("*.jpg"))[:24]]
+    data = [jpeg_bytes(im, quality=90, progressive=i % 3 == 0) for i, im in enumerate(photos)]
+    progressive = np.array([i % 3 == 0 for i in range(len(data))])
+    lib = open_library("nvimgcodec", 0, 4)
+    try:
+        probe(lib)
+        if lib.steps != ["hardware", "CUDA"]:
+            pytest.skip(f"needs both steps: {lib.failed}")
+        out = [torch.full((len(data), *SPEC.shape), float("nan"), device="cuda") for _ in range(2)]
+        with lib.device.active():
+            both = lib.decode(data)
+            resize_crop_normalise(out[0], np.arange(len(data)), both, SPEC)
+            lib.native.steps = [1]
+            alone = lib.decode(data)
+            resize_crop_normalise(out[1], np.arange(len(data)), alone, SPEC)
+            lib.device.stream.synchronize()
+    finally:
+        lib.close()
+    assert (both.step[progressive] == 1).all() and (both.step[~progressive] == 0).all(), both.step
+    assert (alone.step == 1).all()
+    assert (out[0][progressive] == out[1][progressive]).all()  # the same decoder: the same pixels
+    assert torch.isfinite(out[0]).all()  # every row filled
+
+
 def test_without_the_c_call_auto_decodes_with_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     """An install without the C call (no compiler then): nvimgcodec does not open, says why, and gpu_decoder =
     "auto" takes torchvision's nvJPEG."""
