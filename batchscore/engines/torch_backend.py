@@ -120,7 +120,9 @@ class TorchEngine(Engine):
             torch.cuda.set_device(self.device)
             torch.zeros(1, device=self.device)  # creates the CUDA context here, so that this step shows its cost
             self.device_name = f"cuda:{self.device.index} {torch.cuda.get_device_name(self.device)}"
-        torch.backends.cudnn.benchmark = True
+        # cuDNN's heuristics choose the algorithms: its benchmark is paid again on every start, took most of a
+        # cached start and gained nothing measurable end to end (docs/dev/decisions/0014)
+        torch.backends.cudnn.benchmark = False
         if o.precision == "fp32":  # FP32 means FP32: no TF32 rounding (docs/dev/decisions/0006)
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
