@@ -45,6 +45,8 @@ def test_a_second_job_into_a_held_folder_is_refused_and_a_dead_holder_s_lock_is_
     proc = start(job)
     wait_for_parts(out, proc)
     holder = rank_pid(proc.pid, 0)
+    for pid in descendants(proc.pid):  # a hung job: alive, holding the lock, and never finishing meanwhile
+        os.kill(pid, signal.SIGSTOP)
     second = batchscore("score", "--job", str(job), *FAST, ranks=2)
     assert second.returncode == 2, second.stderr
     (line,) = [ln for ln in second.stderr.splitlines() if "in use by another batchscore job" in ln]
