@@ -133,7 +133,7 @@ class HwJpeg:
         hardware one, and the CUDA decoder then retries what the hardware one failed (hwjpeg.c)."""
         hw = np.ascontiguousarray(hw, dtype=np.uint32)
         addresses = np.ascontiguousarray(addresses, dtype=np.uintp)
-        step = np.full(len(hw), -1, dtype=np.int8)
+        step = np.empty(len(hw), dtype=np.int8)  # the C call sets every entry
         status = self.lib.hwjpeg_decode(self.handle, sum(1 << k for k in self.steps), len(hw), hw.ctypes.data,
                                         addresses.ctypes.data, cuda_stream, step.ctypes.data)
         if status:

@@ -16,9 +16,8 @@ from .tensorops import TorchDevice
 class NvImageCodec:
     """nvImageCodec's two decoders on one GPU: the hardware one, and the CUDA one (Huffman on CPU threads, the rest
     on the GPU) for progressive JPEGs and what the hardware one fails; None where both refuse (the CPU path is
-    next). A step is kept only if it decodes the probe image on
-    this GPU (not every GPU has a hardware decoder). What `decode` returns is valid until DeviceBuffers.SETS
-    more calls."""
+    next). A step is kept only if it decodes the probe image on this GPU (not every GPU has a hardware decoder).
+    What `decode` returns is valid until DeviceBuffers.SETS more calls."""
 
     keys = tuple(key for key, _ in STEPS)
 
