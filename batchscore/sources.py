@@ -338,10 +338,14 @@ def read_file(path: str, limit: int = MAX_IMAGE_BYTES) -> bytes:
         if st.st_size > limit:
             raise ItemError(f"too large ({st.st_size} bytes > {limit})")
         # sized by fstat: a read of `limit` bytes would allocate that much for every image; one byte more tells a
-        # file that grew since, whose rest is then read up to the limit
+        # file that grew since. A short read (a signal, some network filesystems) or a grown file is read on to
+        # its end or past the limit.
         data = f.read(st.st_size + 1)
-        if len(data) > st.st_size:
-            data += f.read(limit + 1 - len(data))
+        while len(data) != st.st_size and len(data) <= limit:
+            more = f.read(limit + 1 - len(data))
+            if not more:
+                break
+            data += more
     if len(data) > limit:
         raise ItemError(f"too large (more than {limit} bytes)")
     return data

@@ -29,7 +29,7 @@ from PIL import Image
 from conftest import MPIEXEC, PYTHON, ROOT, batchscore, mpi_env, write_job
 
 from batchscore.preprocess import DecodeError, Preprocess, preprocess
-from batchscore.sources import MAX_IMAGE_BYTES, SourceError, list_items
+from batchscore.sources import MAX_IMAGE_BYTES, SourceError, list_items, read_file
 
 
 def encoded(fmt: str, size: tuple[int, int] = (96, 64), **kw: object) -> bytes:
@@ -246,6 +246,14 @@ def test_special_files_links_and_loops_give_one_row_each(tmp_path: Path, sample_
     assert rows["sock.jpg"][0] == 1 and "too large" in rows["huge.jpg"][1]
     assert len(rows) == 3 + 4
     assert summary["skipped"] == {"repeated_folders": 3, "hidden_folders": 1}
+
+
+def test_a_file_longer_than_its_stat_size_is_read_to_its_end() -> None:
+    """`read_file` sizes its read by fstat; a file holding more than that (procfs says 0 bytes, a file being
+    written grows) is read on to its end, not cut at the size fstat gave."""
+    path = "/proc/self/cmdline"
+    assert os.stat(path).st_size == 0
+    assert read_file(path) == Path(path).read_bytes() != b""
 
 
 def test_rank_0_waits_for_a_slow_rank_without_spinning() -> None:
