@@ -6,8 +6,7 @@ wait is how long the main loop waited for decoded input; h2d, infer, d2h and wri
 loop's own seconds. The bound stage is the busiest one, measured as the share of the rank's time
 each stage kept its threads busy (read and decode divided by the worker count, gpu by the GPU
 decoder threads): the one to speed up first. A GPU decoder and the engine share one GPU, so "gpu"
-and "infer" close together mean the GPU itself is the bound. The table ends with a hint where a rank's GPU
-decoder thread bound it on a GPU of its own (`hints`).
+and "infer" close together mean the GPU itself is the bound.
 """
 
 from __future__ import annotations
@@ -20,9 +19,6 @@ if TYPE_CHECKING:
     from .pipeline import Batch
 
 STAGES = ("read", "decode", "gpu", "wait", "h2d", "infer", "d2h", "write")
-#: the GPU decoder thread's busy share of a rank's time from which the table suggests a second rank a GPU: the
-#: one-rank runs that a second rank sped up had it busy above this (docs/dev/decisions/0009)
-GPU_DECODER_BUSY = 0.6
 
 
 @dataclass
@@ -121,25 +117,6 @@ def summarize(stats: list[RankStats], *, wall_seconds: float, total_keys: int, f
     }
 
 
-def hints(summary: dict) -> list[str]:
-    """What to change, where the run says so: ranks whose GPU decoder thread was the bound, busy most of the run,
-    on a GPU no other rank used.
-
-    Why: the decoder thread, not the GPU, then limits the rank (a fast engine takes images faster than one
-    decoder thread hands them over), and a second rank on the same GPU brings a second decoder with an
-    interpreter lock of its own (docs/guide/gpus.md, "Two ranks a GPU"; docs/dev/decisions/0009)."""
-    ranks = [r for r in summary["per_rank"] if r["bound"] == "gpu" and not r.get("gpu_shared")
-             and r["busy_fraction"].get("gpu", 0.0) >= GPU_DECODER_BUSY]
-    if not ranks:
-        return []
-    busy = sorted(r["busy_fraction"]["gpu"] for r in ranks)
-    span = f"{busy[0]:.2f}" + (f"-{busy[-1]:.2f}" if busy[-1] != busy[0] else "")
-    hint = (f"hint: the GPU decoder thread bound rank(s) {', '.join(str(r['rank']) for r in ranks)} (busy {span} of "
-            "the run) on a GPU of its own; a second rank on each GPU adds a decoder (share_gpus = true and twice the "
-            "ranks; see docs/guide/gpus.md, \"Two ranks a GPU\")")
-    return [hint]
-
-
 #: stages that only a GPU run spends time in: the table leaves them out where every rank's is zero
 GPU_STAGES = ("gpu", "h2d", "d2h")
 
@@ -205,7 +182,6 @@ def format_table(summary: dict) -> str:
     lines += [
         f"(stage columns in seconds: read and decode summed over a rank's decode workers{gpu}, wait = its loop "
         "waiting for input; bound = the busiest stage, read and decode per worker: the one to speed up first)",
-        *hints(summary),
         "",
         rate_line(summary),
         f"output: {summary['output']}",

@@ -71,27 +71,6 @@ def test_bound_is_the_busiest_stage_with_worker_stages_shared_out() -> None:
     assert RankStats(1).bound == ""  # no work, no bound
 
 
-def test_the_table_suggests_a_second_rank_where_the_gpu_decoder_bound_a_rank_alone() -> None:
-    def table(*ranks: RankStats) -> str:
-        info = {"version": "0", "backend": "torch", "precision": "fp16", "batch_size": 256, "output": "scores.h5"}
-        return format_table(summarize(list(ranks), wall_seconds=9.0, total_keys=2000, failed_total=0, resumed=0,
-                                      info=info))
-
-    def rank(n: int, gpu: float, shared: bool = False) -> RankStats:
-        stats = RankStats(n, images=1000, workers=1, gpu_threads=1, seconds=3.0, gpu_shared=shared)
-        stats.stages.update(read=1.5, gpu=gpu, wait=2.5, infer=0.3, write=0.1)
-        return stats
-
-    hint = next(line for line in table(rank(0, 2.8), rank(1, 2.5)).splitlines() if line.startswith("hint:"))
-    assert "rank(s) 0, 1 (busy 0.83-0.93 of the run)" in hint and "share_gpus = true" in hint
-    assert "hint:" not in table(rank(0, 2.8, shared=True))  # its GPU already has a second rank
-    assert "hint:" in table(rank(0, 2.2))  # busy 0.73: as in one-rank runs that a second rank sped up 1.41-1.80x
-    assert "hint:" not in table(rank(0, 1.6))  # the decoder thread is the busiest stage, but idle half the run
-    cpu = RankStats(0, images=1000, workers=4, seconds=3.0)
-    cpu.stages.update(read=1.0, decode=11.0, infer=0.5)
-    assert "hint:" not in table(cpu)  # CPU decode: more cores, not more ranks
-
-
 def test_the_table_of_a_cpu_run_speaks_plainly() -> None:
     info = {"version": "0", "backend": "onnxruntime", "precision": "fp32", "batch_size": 32, "output": "scores.h5",
             "decode": "cpu", "decode_reason": "auto: backend 'onnxruntime' is fed host arrays"}
