@@ -342,7 +342,8 @@ def read_file(path: str, limit: int = MAX_IMAGE_BYTES) -> bytes:
         # its end or past the limit.
         data = f.read(st.st_size + 1)
         while len(data) != st.st_size and len(data) <= limit:
-            more = f.read(limit + 1 - len(data))
+            # the rest fstat promised (and one byte), or, for a file that grew, up to the limit
+            more = f.read((st.st_size if len(data) < st.st_size else limit) + 1 - len(data))
             if not more:
                 break
             data += more
