@@ -88,7 +88,9 @@ static nvimgcodecDecoder_t hwjpeg_decoder(nvimgcodecInstance_t instance, int dev
     exec.num_backends = 1;
     exec.backends = &backend;
     nvimgcodecDecoder_t decoder = NULL;
-    *status = nvimgcodecDecoderCreate(instance, &decoder, &exec, NULL);
+    /* No interpolating chroma upsampling (nvImageCodec's default, libjpeg's "fancy" one): with it nvJPEG's
+       hardware path waited behind the engine's kernels image by image (docs/dev/decisions/0016). */
+    *status = nvimgcodecDecoderCreate(instance, &decoder, &exec, ":fancy_upsampling=0");
     return *status == NVIMGCODEC_STATUS_SUCCESS ? decoder : NULL;
 }
 
