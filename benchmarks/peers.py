@@ -5,7 +5,8 @@ Contenders, each a process of its own, run in alternating rounds over the same f
 - a DataLoader script: torch's DataLoader with a worker per core, Pillow and torchvision's transforms, the
   model in ONNX Runtime (cpu) or as an FP16 channels-last PyTorch module, eager (cuda);
 - cuda: a script with torchvision's batched GPU `decode_jpeg` and a per-image resize; the GPU decoder's own
-  batched rate (nvImageCodec, bytes already in memory, no resize) and the engine alone;
+  batched rate (nvImageCodec, bytes already in memory, no resize) with batchscore's decoder options and with
+  nvImageCodec's defaults; the engine alone;
 - cpu: Ray Data as its batch-inference guide recommends (read_images, then map_batches with an ONNX Runtime
   callable class), when ray is installed.
 Each rate is images over the scoring loop (start-up excluded: batchscore's own aggregate images/s); peak memory
@@ -20,6 +21,7 @@ ratio to the DataLoader script and to the decoder, top-1 agreement with batchsco
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -196,13 +198,17 @@ def decode_jpeg_script(args: argparse.Namespace) -> None:
     report_rate(args.result, args.archive, [str(p) for p in paths], top1, time.perf_counter() - start)
 
 
-def decoder_alone(args: argparse.Namespace) -> None:
+# The options batchscore's C decoder passes: chroma upsampled without interpolation (decision 0016).
+BATCHSCORE_DECODER_OPTIONS = ":fancy_upsampling=0"
+
+
+def decoder_alone(args: argparse.Namespace, options: str = BATCHSCORE_DECODER_OPTIONS) -> None:
     """The GPU decoder's own rate: nvImageCodec's batched decode of bytes already in memory, no resize."""
     import torch
     from nvidia import nvimgcodec
 
     paths = files(args.archive)
-    decoder = nvimgcodec.Decoder(device_id=0)
+    decoder = nvimgcodec.Decoder(device_id=0, options=options)
     data = [nvimgcodec.CodeStream(p.read_bytes()) for p in paths]
     chunks = [data[i:i + args.batch_size] for i in range(0, len(data), args.batch_size)]
     stream = torch.cuda.current_stream().cuda_stream
@@ -275,6 +281,7 @@ def ray_data_script(args: argparse.Namespace) -> None:
 
 
 SCRIPTS = {"dataloader": dataloader_script, "decode_jpeg": decode_jpeg_script, "decoder": decoder_alone,
+           "decoder_defaults": functools.partial(decoder_alone, options=""),
            "engine": engine_alone, "ray": ray_data_script}
 
 
@@ -291,7 +298,7 @@ def contenders(args: argparse.Namespace, model: Path, work: Path) -> dict[str, l
         path = os.pathsep.join([str(args.before.resolve()), os.environ.get("PYTHONPATH", "")])
         python, *rest = batchscore_cmd(args, model, work / "before_best", args.best[0].split())
         cmds["before_best"] = ["env", f"PYTHONPATH={path}", python, "-P", *rest]
-    scripts = ["dataloader"] + (["decode_jpeg", "decoder", "engine"] if args.device == "cuda" else [])
+    scripts = ["dataloader"] + (["decode_jpeg", "decoder", "decoder_defaults", "engine"] if args.device == "cuda" else [])
     if args.device == "cpu" and args.ray:
         scripts.append("ray")
     for script in scripts:
