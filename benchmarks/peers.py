@@ -298,7 +298,8 @@ def contenders(args: argparse.Namespace, model: Path, work: Path) -> dict[str, l
         path = os.pathsep.join([str(args.before.resolve()), os.environ.get("PYTHONPATH", "")])
         python, *rest = batchscore_cmd(args, model, work / "before_best", args.best[0].split())
         cmds["before_best"] = ["env", f"PYTHONPATH={path}", python, "-P", *rest]
-    scripts = ["dataloader"] + (["decode_jpeg", "decoder", "decoder_defaults", "engine"] if args.device == "cuda" else [])
+    gpu_scripts = ["decode_jpeg", "decoder", "decoder_defaults", "engine"]
+    scripts = ["dataloader"] + (gpu_scripts if args.device == "cuda" else [])
     if args.device == "cpu" and args.ray:
         scripts.append("ray")
     for script in scripts:
