@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,11 +34,24 @@ def load_make_sample():
 
 
 def mpi_env() -> dict[str, str]:
-    """Environment for mpiexec in tests: allowed to run as root (containers, CI)."""
+    """Environment for mpiexec in tests: allowed to run as root (containers, CI), with a TMPDIR of its own.
+
+    Open MPI's session directory is TMPDIR/ompi.<launcher PID>; one that a killed run left behind makes a later
+    launcher given the same PID fail ("The PMIx server's listener thread failed to start"). A fresh, short TMPDIR
+    per launch rules that out; the tests remove them when they end.
+    """
     env = dict(os.environ)
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               PRTE_ALLOW_RUN_AS_ROOT="1", PRTE_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONUNBUFFERED="1")
+               PRTE_ALLOW_RUN_AS_ROOT="1", PRTE_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONUNBUFFERED="1",
+               TMPDIR=fresh_tmpdir())
     return env
+
+
+def fresh_tmpdir() -> str:
+    """A new folder under the temporary directory, removed when the tests end."""
+    path = tempfile.mkdtemp(prefix="m")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def batchscore(*args: str, ranks: int = 0, timeout: float = 300, cwd: Path | None = None,

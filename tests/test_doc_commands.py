@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, mpi_env
+from conftest import ROOT, fresh_tmpdir, mpi_env
 
 PAGES = sorted([ROOT / "README.md", ROOT / "benchmarks" / "README.md", *(ROOT / "docs").rglob("*.md")])
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
@@ -94,11 +94,13 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
 
 
 def _env() -> dict[str, str]:
-    """The environment of a new terminal: no Open MPI settings, no venv on PATH."""
+    """The environment of a new terminal: no Open MPI settings, no venv on PATH; a TMPDIR of its own, as for
+    every launch of the tests (conftest.mpi_env)."""
     venv_bin = str(ROOT / ".venv" / "bin")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OMPI_", "PRTE_", "PMIX_")) and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
+    env["TMPDIR"] = fresh_tmpdir()
     return env
 
 
