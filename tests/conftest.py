@@ -48,8 +48,10 @@ def mpi_env() -> dict[str, str]:
 
 
 def fresh_tmpdir() -> str:
-    """A new folder under the temporary directory, removed when the tests end."""
+    """A new folder under the temporary directory, removed when the tests end; open to every user as /tmp is,
+    for the test that runs its command as another user."""
     path = tempfile.mkdtemp(prefix="m")
+    os.chmod(path, 0o1777)
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
 
